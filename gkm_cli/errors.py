@@ -1,0 +1,35 @@
+"""Typed errors. Raised deep in the code, turned into one-line messages and exit codes by the CLI."""
+
+from __future__ import annotations
+
+
+class GkmError(Exception):
+    """Base class: the message is shown to the user as one line."""
+
+    exit_code = 1
+
+
+class UsageError(GkmError):
+    """The command line asks for something impossible (bad flag combination, bad model name)."""
+
+    exit_code = 2
+
+
+class ImageReadError(GkmError):
+    """An input file is missing, unreadable, corrupt, truncated or of an unsupported kind."""
+
+
+class ImageWriteError(GkmError):
+    """An output could not be written (unwritable folder, disk full, would overwrite an input)."""
+
+
+class ModelError(GkmError):
+    """Unknown architecture, missing or incompatible weights."""
+
+    exit_code = 2
+
+
+class DataError(GkmError):
+    """A dataset folder has no recognisable layout or no usable pairs."""
+
+    exit_code = 2

@@ -1,0 +1,1 @@
+"""Pure tensor operators: Gaussian banks and image pyramids."""
