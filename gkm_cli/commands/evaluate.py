@@ -1,0 +1,211 @@
+"""``gkm evaluate``: score restored images against ground truth and write reports.
+
+Exit codes: 0 when at least one image was scored (problems are listed but do not fail the run,
+unless ``--strict``), 1 when nothing could be scored (or ``--strict`` and any problem),
+2 for usage errors (unknown protocol, bad folder, bad option).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gkm_cli.errors import GkmError, UsageError
+
+__all__ = ["evaluate", "register"]
+
+_BIT_DEPTHS = {"8": 8, "16": 16, "native": None}
+
+
+def _protocol_from_options(
+    protocol: str,
+    bit_depth: str | None,
+    round_: bool | None,
+    crop_border: int | None,
+    crop_top: int | None,
+    y_channel: bool | None,
+    ssim_window: str | None,
+    data_range: float | None,
+) -> Any:
+    from gkm_cli.metrics.protocols import get_protocol
+
+    base = get_protocol(protocol)
+    changes: dict[str, Any] = {}
+    if bit_depth is not None:
+        if bit_depth not in _BIT_DEPTHS:
+            raise UsageError(f"--bit-depth must be 8, 16 or native, got {bit_depth!r}")
+        changes["bit_depth"] = _BIT_DEPTHS[bit_depth]
+    if round_ is not None:
+        changes["round_prediction"] = round_
+    if crop_border is not None:
+        changes["crop_border"] = crop_border
+    if crop_top is not None:
+        changes["crop_top"] = crop_top
+    if y_channel is not None:
+        changes["y_channel"] = y_channel
+    if ssim_window is not None:
+        changes["ssim_window"] = ssim_window
+    if data_range is not None:
+        changes["data_range"] = data_range
+    return base.with_overrides(**changes)
+
+
+def _print_tables(report: Any, console: Console) -> None:
+    from gkm_cli.evaluation import fmt_metric
+
+    ms = list(report.metrics)
+    per = Table(title=f"gkm evaluate: {report.n_scored} images", title_justify="left")
+    per.add_column("image", overflow="fold")
+    for m in ms:
+        per.add_column(m, justify="right")
+    gain_metric = "psnr" if "psnr" in ms else ms[0]
+    if report.has_baseline:
+        per.add_column(f"gain {gain_metric}", justify="right")
+    for r in report.images:
+        row = [r.name] + [fmt_metric(m, r.metrics.get(m)) for m in ms]
+        if report.has_baseline:
+            g = r.gain
+            row.append(fmt_metric(gain_metric, None if g is None else g.get(gain_metric), signed=True))
+        per.add_row(*row)
+    console.print(per)
+
+    mean, base, gain = report.mean(), report.mean_baseline(), report.mean_gain()
+    summ = Table(title="mean of per-image values", title_justify="left")
+    summ.add_column("metric")
+    summ.add_column("output", justify="right")
+    if base is not None:
+        summ.add_column("input", justify="right")
+        summ.add_column("gain", justify="right")
+    for m in ms:
+        row = [m, fmt_metric(m, mean.get(m))]
+        if base is not None and gain is not None:
+            row += [fmt_metric(m, base.get(m)), fmt_metric(m, gain.get(m), signed=True)]
+        summ.add_row(*row)
+    console.print(summ)
+    console.print(f"protocol: {report.protocol.summary()}", highlight=False, soft_wrap=True)
+
+
+def evaluate(
+    pred_dir: Annotated[Path, typer.Argument(help="Folder of restored images (predictions).", show_default=False)],
+    gt_dir: Annotated[Path, typer.Argument(help="Folder of ground-truth images; files pair by stem.", show_default=False)],
+    input_dir: Annotated[
+        Optional[Path], typer.Option("--input-dir", help="Folder of the blurred inputs: adds baseline and gain columns.")
+    ] = None,
+    metrics: Annotated[
+        str, typer.Option("--metrics", help="Comma list of psnr, ssim, lpips, mae, psnr_aligned (colour-aligned PSNR).")
+    ] = "psnr,ssim,lpips,mae,psnr_aligned",
+    protocol: Annotated[str, typer.Option("--protocol", help="dpdd16, dpdd8, gkmnet or default; options below override it.")] = "default",
+    bit_depth: Annotated[
+        Optional[str], typer.Option("--bit-depth", help="8, 16 or native: grid the ground truth is quantised to.")
+    ] = None,
+    round_: Annotated[
+        Optional[bool], typer.Option("--round/--no-round", help="Round predictions to the bit-depth grid.")
+    ] = None,
+    crop_border: Annotated[Optional[int], typer.Option("--crop-border", min=0, help="Pixels removed on every side.")] = None,
+    crop_top: Annotated[
+        Optional[int], typer.Option("--crop-top", min=0, help="Further rows removed at the top (burned-in labels).")
+    ] = None,
+    y_channel: Annotated[
+        Optional[bool], typer.Option("--y-channel/--rgb", help="PSNR/SSIM/MAE on BT.601 luma instead of RGB.")
+    ] = None,
+    ssim_window: Annotated[Optional[str], typer.Option("--ssim-window", help="gaussian11 or uniform7.")] = None,
+    data_range: Annotated[
+        Optional[float], typer.Option("--data-range", help="Peak value in [0,1] units for PSNR/SSIM (default 1).")
+    ] = None,
+    report: Annotated[
+        Optional[list[Path]], typer.Option("--report", help="Write a report; format from the suffix: .json .csv .md .html. Repeatable.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout (and nothing else).")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
+    lpips_weights: Annotated[
+        Optional[Path], typer.Option("--lpips-weights", help="LPIPS safetensors file (default: models/lpips).")
+    ] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any file had a problem.")] = False,
+) -> None:
+    """Score restored images against ground truth (PSNR, SSIM, LPIPS, MAE, colour-aligned PSNR)."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        code = _run(
+            pred_dir, gt_dir, input_dir, metrics, protocol, bit_depth, round_, crop_border, crop_top,
+            y_channel, ssim_window, data_range, report or [], as_json, device, lpips_weights, strict, err,
+        )  # fmt: skip
+    except GkmError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    if code:
+        raise typer.Exit(code)
+
+
+def _run(
+    pred_dir: Path,
+    gt_dir: Path,
+    input_dir: Path | None,
+    metrics: str,
+    protocol: str,
+    bit_depth: str | None,
+    round_: bool | None,
+    crop_border: int | None,
+    crop_top: int | None,
+    y_channel: bool | None,
+    ssim_window: str | None,
+    data_range: float | None,
+    reports: list[Path],
+    as_json: bool,
+    device: str,
+    lpips_weights: Path | None,
+    strict: bool,
+    err: Console,
+) -> int:
+    from gkm_cli.evaluation import REPORT_SUFFIXES, EvalSettings, evaluate_folders, render_json, write_report
+
+    for path in reports:
+        if path.suffix.lower() not in REPORT_SUFFIXES:
+            raise UsageError(f"unknown report format for {path} (use {', '.join(REPORT_SUFFIXES)})")
+    for label, folder in (("PRED_DIR", pred_dir), ("GT_DIR", gt_dir), ("--input-dir", input_dir)):
+        if folder is not None and not folder.is_dir():
+            raise UsageError(f"{label} is not a folder: {folder}")
+    proto = _protocol_from_options(protocol, bit_depth, round_, crop_border, crop_top, y_channel, ssim_window, data_range)
+    settings = EvalSettings(
+        protocol=proto,
+        metrics=tuple(metrics.split(",")),
+        device=device,
+        lpips_weights=lpips_weights,
+        preview_count=3 if any(p.suffix.lower() in (".html", ".htm") for p in reports) else 0,
+    )
+
+    def progress(done: int, total: int | None, name: str) -> None:
+        if err.is_terminal:
+            err.print(f"\r[{done}/{total}] {name}", end="")
+
+    result = evaluate_folders(pred_dir, gt_dir, input_dir, settings, progress=progress)
+    if err.is_terminal:
+        err.print()
+
+    for path in reports:
+        write_report(result, path)
+    for p in result.problems:
+        err.print(f"[yellow]warning:[/] {p.kind} ({p.consequence}): {p.detail}")
+    if as_json:
+        sys.stdout.write(render_json(result))
+        sys.stdout.flush()
+    elif result.images:
+        _print_tables(result, Console(highlight=False))
+    for path in reports:
+        err.print(f"wrote {path}")
+    if not result.images:
+        err.print(f"[bold red]error:[/] nothing could be scored ({len(result.problems)} problems)")
+        return 1
+    if strict and result.problems:
+        err.print(f"[bold red]error:[/] {len(result.problems)} problems and --strict")
+        return 1
+    return 0
+
+
+def register(app: typer.Typer, models_app: typer.Typer | None = None) -> None:
+    """Attach ``evaluate`` to the ``gkm`` app (called by gkm_cli.cli)."""
+    app.command("evaluate")(evaluate)

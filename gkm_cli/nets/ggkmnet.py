@@ -1,0 +1,212 @@
+"""GGKMNet (Quan et al., TPAMI 2024): Grouped Gaussian Kernel Mixture network.
+
+Blur model: ``b = sum_p beta_p[m, n] * sum_q alpha_p[q] g_{p,q}`` with P groups of Q Gaussian
+atoms; beta is spatial (depth), alpha per image (lens). Per scale t the network computes
+``z_p = sum_q alpha_p[q] (g_{p,q} (x) u)`` for u = up2(x(t-1)) and u = y(t) (the IGGCM "fuses"
+y), weights them by beta and sums everything with a learned 1 x 1 convolution, initialised to the
+fixed-point form's identity part. Parts (paper Section 4):
+
+* BFE: U-Net; encoder block = conv + residual block (conv-ReLU-conv), 32 channels doubling per
+  stride-2 level, bottleneck = 4th encoder block; decoder block = residual block + transposed
+  conv; ``res_blocks`` residual blocks per block (1; GGKMNet-dagger uses 5).
+* alpha-APU: global average pooling of the bottleneck -> LSTM (C/4) -> ReLU -> LSTM (P*Q),
+  states carried across scales, softmax per group. Global: computed once per image (Context).
+* beta-APU: path 1 = avg-pool -> ConvLSTM (state across scales) -> upsample = b1; path 2 = two
+  convs at full resolution = b2; ``tanh(b1 * b2 + b1)``. 2P maps: P for up2(x), P for y.
+* SRM (training only): 3 convs, sigmoid out, re-blurs y(t) from [bottleneck, beta, x(t)].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gkm_cli.nets.base import Context, ContextStats, GkmNetwork, ModelSpec, region_sum
+from gkm_cli.nets.blocks import ConvLSTMCell, ResBlock, carry_state, conv3
+from gkm_cli.nets.gkmnet import identity_summation, xavier_init
+from gkm_cli.ops.gaussian import ConvMethod, gaussian_conv, ggkm_bank
+
+
+@dataclass(frozen=True)
+class GgkmNetConfig:
+    groups: int = 21  # P
+    per_group: int = 4  # Q
+    width: int = 32
+    res_blocks: int = 1
+    lstm_kernel: int = 5
+    gaussian_method: ConvMethod = "auto"
+
+
+class EncoderBlock(nn.Sequential):
+    def __init__(self, cin: int, cout: int, stride: int, res_blocks: int) -> None:
+        super().__init__(conv3(cin, cout, stride), *[ResBlock(cout) for _ in range(res_blocks)])
+
+
+class DecoderBlock(nn.Sequential):
+    """Residual block(s) then a transposed conv doubling H, W and halving channels (or none)."""
+
+    def __init__(self, ch: int, res_blocks: int, upsample: bool) -> None:
+        layers: list[nn.Module] = [ResBlock(ch) for _ in range(res_blocks)]
+        if upsample:
+            layers.append(nn.ConvTranspose2d(ch, ch // 2, 2, stride=2))
+        super().__init__(*layers)
+
+
+class BlurFeatureExtractor(nn.Module):
+    def __init__(self, w: int, res_blocks: int) -> None:
+        super().__init__()
+        self.enc1 = EncoderBlock(3, w, 1, res_blocks)
+        self.enc2 = EncoderBlock(w, 2 * w, 2, res_blocks)
+        self.enc3 = EncoderBlock(2 * w, 4 * w, 2, res_blocks)
+        self.enc4 = EncoderBlock(4 * w, 4 * w, 1, res_blocks)  # bottleneck, F1
+        self.dec1 = DecoderBlock(4 * w, res_blocks, upsample=True)
+        self.dec2 = DecoderBlock(2 * w, res_blocks, upsample=True)
+        self.dec3 = DecoderBlock(w, res_blocks, upsample=False)
+
+    def forward(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        e1 = self.enc1(y)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        f1 = self.enc4(e3)
+        d = self.dec1(f1 + e3)
+        d = self.dec2(d + e2)
+        d = self.dec3(d + e1)
+        return {"bottleneck": f1, "decoded": d}
+
+
+class AlphaAPU(nn.Module):
+    """GAP vector per scale -> LSTM(C/4) -> ReLU -> LSTM(P*Q) -> group-wise softmax."""
+
+    def __init__(self, cin: int, groups: int, per_group: int) -> None:
+        super().__init__()
+        self.groups, self.per_group = groups, per_group
+        self.lstm1 = nn.LSTMCell(cin, cin // 4)
+        self.lstm2 = nn.LSTMCell(cin // 4, groups * per_group)
+
+    def forward(self, pooled: list[torch.Tensor]) -> list[torch.Tensor]:
+        s1 = s2 = None
+        alphas = []
+        for v in pooled:
+            s1 = self.lstm1(v, s1)
+            s2 = self.lstm2(F.relu(s1[0]), s2)
+            logits = s2[0].view(-1, self.groups, self.per_group)
+            alphas.append(torch.softmax(logits, -1))
+        return alphas
+
+
+class BetaAPU(nn.Module):
+    def __init__(self, cin: int, maps: int, lstm_kernel: int) -> None:
+        super().__init__()
+        self.memory = ConvLSTMCell(cin, maps, lstm_kernel)
+        self.detail = nn.Sequential(conv3(cin, maps), nn.ReLU(inplace=True), conv3(maps, maps))
+
+    def forward(self, f: torch.Tensor, state: tuple | None) -> tuple[torch.Tensor, tuple]:
+        pooled = F.avg_pool2d(f, 2)
+        state = carry_state(state, tuple(pooled.shape[-2:]))
+        h, c = self.memory(pooled, state)
+        b1 = F.interpolate(h, size=f.shape[-2:], mode="bilinear", align_corners=False)
+        b2 = self.detail(f)
+        return torch.tanh(b1 * b2 + b1), (h, c)
+
+
+class SelfReconstruction(nn.Module):
+    """Training-only re-blurring head: [F1 upsampled, beta, x(t)] -> y~(t) in (0, 1)."""
+
+    def __init__(self, cin: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            conv3(cin, hidden), nn.ReLU(inplace=True), conv3(hidden, hidden), nn.ReLU(inplace=True), conv3(hidden, 3)
+        )
+
+    def forward(self, f1: torch.Tensor, beta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        f1 = F.interpolate(f1, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.sigmoid(self.net(torch.cat([f1, beta, x], 1)))
+
+
+class GGKMNet(GkmNetwork):
+    spec = ModelSpec(
+        name="ggkmnet",
+        paper="Quan, Wu, Xu, Ji: Deep Single Image Defocus Deblurring via Gaussian Kernel Mixture Learning, IEEE TPAMI 2024",
+        size_multiple=16,
+        receptive_radius=96,
+        tile_exact=True,
+        paper_params=1.68,
+        default=True,
+    )
+    uses_context = True
+
+    def __init__(self, config: GgkmNetConfig | None = None, **overrides) -> None:
+        super().__init__()
+        self.config = cfg = config or GgkmNetConfig(**overrides)
+        self.bank = ggkm_bank(cfg.groups, cfg.per_group)
+        w, p = cfg.width, cfg.groups
+        self.bfe = BlurFeatureExtractor(w, cfg.res_blocks)
+        self.alpha_apu = AlphaAPU(4 * w, p, cfg.per_group)
+        self.beta_apu = BetaAPU(w, 2 * p, cfg.lstm_kernel)
+        # Summation input: [y, up2(x), beta_x * z_p(up2 x) (3P), beta_y * z_p(y) (3P)].
+        self.summation = identity_summation(6 + 6 * p, (0, 1, 2))
+        self.srm = SelfReconstruction(4 * w + 2 * p + 3)
+        sig = torch.tensor(self.bank.sigmas, dtype=torch.float32).view(p, cfg.per_group)
+        self.register_buffer("atom_sigmas", sig, persistent=False)
+        xavier_init(self.bfe)
+        xavier_init(self.beta_apu)
+        xavier_init(self.srm)
+
+    def features(self, y_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.bfe(y_t)
+
+    def scale_stats(self, feats, core, origin, full) -> ContextStats:
+        del origin, full
+        box = tuple(v // 4 for v in core)
+        return ContextStats(sums=[region_sum(feats["bottleneck"], box)], count=[float(box[2] * box[3])])  # type: ignore[arg-type]
+
+    def make_context(self, stats: ContextStats | None) -> Context | None:
+        assert stats is not None
+        pooled = [s / c for s, c in zip(stats.sums, stats.count)]
+        return Context(vectors=[a.flatten(1) for a in self.alpha_apu(pooled)])
+
+    def group_responses(self, u: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """z_p = sum_q alpha_p[q] (g_{p,q} (x) u): N x 3 x P x H x W."""
+        atoms = gaussian_conv(u, self.bank, self.config.gaussian_method)
+        n, c, _, h, w = atoms.shape
+        atoms = atoms.view(n, c, self.config.groups, self.config.per_group, h, w)
+        return torch.einsum("ncpqhw,npq->ncphw", atoms, alpha.to(atoms.dtype))
+
+    def step(self, t, y_t, x_up, feats, state, context, reconstruct):
+        cfg = self.config
+        p = cfg.groups
+        alpha = context.vectors[t].view(-1, p, cfg.per_group)
+        beta, state["beta"] = self.beta_apu(feats["decoded"], state.get("beta"))
+        beta_x, beta_y = beta[:, None, :p], beta[:, None, p:]
+        zx = self.group_responses(x_up, alpha) * beta_x
+        zy = self.group_responses(y_t, alpha) * beta_y
+        x_t = self.summation(torch.cat([y_t, x_up, zx.flatten(1, 2), zy.flatten(1, 2)], 1))
+        out = {
+            "spatial_weights": beta[:, :p].clamp(min=0),
+            "group_sigmas": (alpha * self.atom_sigmas.to(alpha.dtype)).sum(-1),
+            "coef_alpha": alpha,
+            "coef_beta": beta,
+        }
+        if reconstruct:
+            out["reconstruction"] = self.srm(feats["bottleneck"], beta, x_t)
+        return x_t, out
+
+
+class GGKMNetL(GGKMNet):
+    """GGKMNet-dagger: more residual blocks in the BFE (paper: 5.93 M parameters)."""
+
+    spec = ModelSpec(
+        name="ggkmnet_l",
+        paper=GGKMNet.spec.paper + " (GGKMNet-dagger)",
+        size_multiple=16,
+        receptive_radius=128,
+        tile_exact=True,
+        paper_params=5.93,
+    )
+
+    def __init__(self, config: GgkmNetConfig | None = None, **overrides) -> None:
+        overrides.setdefault("res_blocks", 5)
+        super().__init__(config, **overrides)

@@ -1,0 +1,173 @@
+"""GKMNet (Quan et al., NeurIPS 2021): Gaussian Kernel Mixture network.
+
+Per scale t (coarse to fine): a U-Net extractor on y(t) gives features; a scale-recurrent
+attention unit (APU, ConvLSTM) predicts 44 weight maps; the fixed bank (delta + 21 Gaussians)
+filters both y(t) and up2(x(t-1)); each filtered channel is weighted by its map and a learned
+1 x 1 convolution over all 132 channels gives x(t). Layer widths follow the public code
+(``reference_gkmnet.md`` 1.3-1.6, 1,409,131 parameters); unlike that code, every colour gets
+every kernel (the paper's intent), BatchNorm runs in eval mode at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gkm_cli.nets.base import Context, GkmNetwork, ModelSpec
+from gkm_cli.nets.blocks import ConvBnRelu, ConvLSTMCell, PostActResBlock, TripletAttention, UpBnRelu, carry_state
+from gkm_cli.ops.gaussian import ConvMethod, GaussianBank, gaussian_conv, gkm_bank
+
+
+@dataclass(frozen=True)
+class GkmNetConfig:
+    """Widths of the GKMNet extractor and APU (defaults: the paper's model)."""
+
+    width: int = 32
+    kernels: int = 21  # Gaussians in the bank (the delta comes on top)
+    lstm_kernel: int = 5
+    gaussian_method: ConvMethod = "auto"
+
+
+class ExtractorBlock(nn.Sequential):
+    """First layer -> residual block -> attention (GKMNet: triplet attention)."""
+
+    def __init__(self, first: nn.Module, ch: int, attention: nn.Module) -> None:
+        super().__init__(first, PostActResBlock(ch), attention)
+
+
+class GkmExtractor(nn.Module):
+    """U-Net: 32 -> 64 (/2) -> 128 (/4) -> bottleneck 128 -> 64 (x2) -> 32 (x2), additive skips."""
+
+    def __init__(
+        self,
+        w: int,
+        make_attention: Callable[[int], nn.Module] = lambda ch: TripletAttention(),
+        first_layer: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        a = make_attention
+        self.in_block = ExtractorBlock(first_layer or nn.Conv2d(3, w, 3, padding=1), w, a(w))
+        self.down1 = ExtractorBlock(ConvBnRelu(w, 2 * w, stride=2), 2 * w, a(2 * w))
+        self.down2 = ExtractorBlock(ConvBnRelu(2 * w, 4 * w, stride=2), 4 * w, a(4 * w))
+        self.bottleneck = ExtractorBlock(ConvBnRelu(4 * w, 4 * w), 4 * w, a(4 * w))
+        self.up1 = ExtractorBlock(UpBnRelu(4 * w, 2 * w), 2 * w, a(2 * w))
+        self.up2 = ExtractorBlock(UpBnRelu(2 * w, w), w, a(w))
+
+    def forward(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        f0 = self.in_block(y)
+        f1 = self.down1(f0)
+        f2 = self.down2(f1)
+        b = self.bottleneck(f2)
+        return {"bottleneck": b, "skip1": f1, "skip2": f2}
+
+    def decode(self, feats: dict[str, torch.Tensor], bottleneck: torch.Tensor) -> torch.Tensor:
+        f3 = self.up1(bottleneck + feats["skip2"])
+        return self.up2(f3 + feats["skip1"])
+
+
+class AttentionUnit(nn.Module):
+    """GKMNet's APU: detail path (conv) x memory path (ConvLSTM at half resolution).
+
+    Output in (-1, 1): ``2 sigmoid(h_up * d + h_up) - 1`` as in the public code (= tanh(z / 2),
+    the paper's tanh(b1 b2 + b1) with half the slope).
+    """
+
+    def __init__(self, cin: int, maps: int, lstm_kernel: int = 5) -> None:
+        super().__init__()
+        self.detail = ConvBnRelu(cin, maps)
+        self.memory = ConvLSTMCell(cin, maps, lstm_kernel)
+
+    def forward(self, f: torch.Tensor, state: tuple | None) -> tuple[torch.Tensor, tuple]:
+        d = self.detail(f)
+        pooled = F.avg_pool2d(f, 2)
+        state = carry_state(state, tuple(pooled.shape[-2:]))
+        h, c = self.memory(pooled, state)
+        h_up = F.interpolate(h, size=f.shape[-2:], mode="nearest")
+        return 2 * torch.sigmoid(h_up * d + h_up) - 1, (h, c)
+
+
+def identity_summation(channels: int, identity: tuple[int, int, int]) -> nn.Conv2d:
+    """1 x 1 summation (channels -> RGB) initialised to copy input channel ``identity[c]`` to c.
+
+    A zero-initialised residual: the untrained network returns y(t), and every mixing term
+    starts with zero weight (so early training cannot blow up through 132 random terms).
+    """
+    conv = nn.Conv2d(channels, 3, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    with torch.no_grad():
+        for c in range(3):
+            conv.weight[c, identity[c]] = 1.0
+    return conv
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform for convolutions and linear layers (the papers' init), zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class GKMNet(GkmNetwork):
+    spec = ModelSpec(
+        name="gkmnet",
+        paper="Quan, Wu, Ji: Gaussian Kernel Mixture Network for Single Image Defocus Deblurring, NeurIPS 2021",
+        size_multiple=16,
+        receptive_radius=96,
+        tile_exact=False,  # triplet attention pools over whole rows and columns
+        paper_params=1.41,
+    )
+
+    def __init__(self, config: GkmNetConfig | None = None, **overrides) -> None:
+        super().__init__()
+        self.config = config or GkmNetConfig(**overrides)
+        w = self.config.width
+        self.bank: GaussianBank = gkm_bank(self.config.kernels)
+        self.num_kernels = self.config.kernels + 1  # delta first
+        self.extractor = self._make_extractor(w)
+        self.apu = AttentionUnit(w, 2 * self.num_kernels, self.config.lstm_kernel)
+        # A plain learned 1 x 1 conv over all 132 weighted channels, as the reference code: every
+        # channel here is weighted by an APU map, so there is no unweighted identity to start from.
+        self.summation = nn.Conv2d(2 * 3 * self.num_kernels, 3, 1)
+        self.register_buffer("sigmas", torch.tensor((0.0, *self.bank.sigmas)), persistent=False)
+        self._init_weights()
+
+    def _make_extractor(self, w: int) -> nn.Module:
+        return GkmExtractor(w)
+
+    def _init_weights(self) -> None:
+        xavier_init(self.extractor)
+        xavier_init(self.apu)
+
+    def features(self, y_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.extractor(y_t)
+
+    def filter_bank(self, x: torch.Tensor) -> torch.Tensor:
+        """N x 3 x H x W -> N x 3 x K x H x W: delta then the Gaussians."""
+        return torch.cat([x[:, :, None], gaussian_conv(x, self.bank, self.config.gaussian_method)], 2)
+
+    def global_weights(self, context: Context | None, t: int) -> torch.Tensor | None:
+        return None
+
+    def step(self, t, y_t, x_up, feats, state, context, reconstruct):
+        f = self.extractor.decode(feats, feats["bottleneck"])
+        weights, state["apu"] = self.apu(f, state.get("apu"))
+        g = self.global_weights(context, t)
+        if g is not None:
+            weights = weights * g[:, :, None, None]
+        k = self.num_kernels
+        wy, wx = weights[:, None, :k], weights[:, None, k:]
+        mixed = torch.cat([(self.filter_bank(y_t) * wy).flatten(1, 2), (self.filter_bank(x_up) * wx).flatten(1, 2)], 1)
+        x_t = self.summation(mixed)
+        n = y_t.shape[0]
+        return x_t, {
+            "spatial_weights": weights[:, k:].abs(),
+            "group_sigmas": self.sigmas.to(x_t.dtype).expand(n, k),
+            "coef_weights": weights,
+        }

@@ -1,0 +1,123 @@
+"""The network family: shapes, gradients, parameter counts, context and tiling hooks."""
+
+import pytest
+import torch
+
+from gkm_cli.errors import ModelError
+from gkm_cli.nets import TINY_OVERRIDES, create_model, get_spec, list_models
+from gkm_cli.nets.base import pad_to_multiple
+from gkm_cli.nets.checkpoint import load_weights, save_weights
+
+
+def tiny(name):
+    torch.manual_seed(0)
+    return create_model(name, **TINY_OVERRIDES[name])
+
+
+def test_registry_lists_the_family():
+    assert list_models() == ["gkmnet", "ggkmnet", "ggkmnet_l", "gkmanet"]
+    assert list_models("ggkm*") == ["ggkmnet", "ggkmnet_l"]
+    with pytest.raises(ModelError, match="unknown model"):
+        create_model("nope")
+    with pytest.raises(ModelError, match="unknown config field"):
+        create_model("ggkmnet", wdith=3)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_odd_size_and_backward_reaches_every_parameter(name):
+    model = tiny(name).train()
+    with torch.no_grad():  # leave the zero-initialised residual branches, so every path carries gradient
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.rand(1, 3, 37, 53)
+    out = model(x, reconstruct=True)
+    assert out.image.shape == x.shape and torch.isfinite(out.image).all()
+    loss = sum(s.square().mean() for s in out.scales)
+    if out.reconstruction is not None:
+        loss = loss + sum(r.mean() for r in out.reconstruction)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_scale_outputs_are_quarter_half_full(name):
+    out = tiny(name).eval()(torch.rand(2, 3, 64, 96))
+    assert [tuple(s.shape[-2:]) for s in out.scales] == [(16, 24), (32, 48), (64, 96)]
+    assert out.sigma_map().shape == (2, 1, 64, 96)
+    assert (out.sigma_map() >= 0).all()
+
+
+@pytest.mark.parametrize(
+    "name, paper, tolerance", [("gkmnet", 1.41e6, 0.05), ("ggkmnet", 1.68e6, 0.05), ("ggkmnet_l", 5.93e6, 0.10)]
+)
+def test_parameter_counts_match_papers(name, paper, tolerance):
+    params = create_model(name).inference_parameters()
+    assert abs(params - paper) / paper <= tolerance, params
+
+
+def test_gkmnet_count_equals_reference_code():
+    assert create_model("gkmnet").inference_parameters() == 1_409_131
+
+
+def test_self_reconstruction_is_excluded_from_inference_count():
+    m = create_model("ggkmnet")
+    srm = sum(p.numel() for p in m.srm.parameters())
+    assert srm > 0 and m.inference_parameters() == sum(p.numel() for p in m.parameters()) - srm
+
+
+def test_gaussian_banks_are_buffers_not_parameters():
+    for name in list_models():
+        m = tiny(name)
+        assert all("bank" not in n and "sigma" not in n for n, _ in m.named_parameters())
+
+
+def test_untrained_ggkmnet_is_identity():
+    """The summation starts as the fixed-point form's identity part: x(t) = y(t)."""
+    x = torch.rand(1, 3, 48, 64)
+    out = tiny("ggkmnet").eval()(x)
+    torch.testing.assert_close(out.image, x)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if get_spec(n).tile_exact])
+def test_context_from_tiles_equals_whole_image(name):
+    """Summing per-tile context stats over a partition reproduces the whole image's context."""
+    model = tiny(name).eval()
+    y, _ = pad_to_multiple(torch.rand(1, 3, 80, 112), 16)
+    with torch.no_grad():
+        whole = model.context(y)
+        H, W = y.shape[-2:]
+        stats = None
+        for top, h in ((0, 48), (48, 32)):
+            for left, w in ((0, 64), (64, 48)):
+                # Tile with a 16-px margin where it exists, core = the partition cell.
+                t0, l0 = max(0, top - 16), max(0, left - 16)
+                t1, l1 = min(H, top + h + 16), min(W, left + w + 16)
+                tile = y[..., t0:t1, l0:l1]
+                part = model.context_stats_padded(tile, (top - t0, left - l0, h, w), (t0, l0), (H, W))
+                stats = part if stats is None else stats + part
+        tiled = model.make_context(stats)
+    for a, b in zip(whole.vectors, tiled.vectors):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_checkpoint_round_trip(tmp_path, name):
+    model = tiny(name).eval()
+    path = tmp_path / f"{name}.safetensors"
+    save_weights(model, path, card={"architecture": name})
+    loaded = load_weights(path)
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).image, model(x).image)
+    assert (tmp_path / f"{name}.json").is_file()
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_load_rejects_non_checkpoints(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="bad.safetensors"):
+        load_weights(bad)
+    with pytest.raises(ModelError, match="not found"):
+        load_weights(tmp_path / "missing.safetensors")
