@@ -543,13 +543,13 @@ def _read_tiff(buf: Buffer, name: str, fh: io.BufferedReader | None) -> Image:
             icc = _tag_bytes(tags.get(_ICC_TAG))
             xmp = _tag_bytes(tags.get(_XMP_TAG))
             compression = None if int(page.compression) == 1 else "zlib"
-    except ImageReadError:
+    except (ImageReadError, MemoryError):
         raise
     except Exception as exc:  # tifffile raises many types on damaged files
         raise ImageReadError(f"{name}: corrupt TIFF ({_one_line(exc)})") from None
     gray, has_alpha, premult = layout
     pixels, alpha = _to_float(native, bgr=False, gray_source=gray, name=name)
-    if has_alpha is False:
+    if not has_alpha:
         alpha = None
     dtype = native.dtype
     del native
@@ -600,7 +600,9 @@ def _tiff_pixels(page: tifffile.TiffPage, buf: Buffer, name: str) -> tuple[np.nd
             arr = np.concatenate([arr[:, :, 2::-1], arr[:, :, 3:]], axis=2)
         want = (int(page.imagelength), int(page.imagewidth))
         if arr.shape[:2] != want or (arr.ndim == 3 and arr.shape[2] != min(spp, 4)) or (arr.ndim == 2 and spp != 1):
-            raise ImageReadError(f"{name}: unsupported TIFF compression ({page.compression.name})") from None
+            raise ImageReadError(
+                f"{name}: cannot decode this {page.compression.name} TIFF layout (needs the imagecodecs package)"
+            ) from None
     if arr.ndim == 3 and arr.shape[2] > n_color + 1:
         arr = arr[:, :, : n_color + 1]
     if photometric == 3:  # palette -> 16-bit RGB via the colour map

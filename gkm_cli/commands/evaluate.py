@@ -60,7 +60,8 @@ def _print_tables(report: Any, console: Console) -> None:
 
     ms = list(report.metrics)
     per = Table(title=f"gkm evaluate: {report.n_scored} images", title_justify="left")
-    per.add_column("image", overflow="fold")
+    width = max((len(r.name) for r in report.images), default=5)
+    per.add_column("image", no_wrap=True, min_width=min(width, 40), overflow="ellipsis")
     for m in ms:
         per.add_column(m, justify="right")
     gain_metric = "psnr" if "psnr" in ms else ms[0]

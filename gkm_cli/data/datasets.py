@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gkm_cli.data.layouts import Pair, is_image_path, read_native, read_pixels, to_float
+from gkm_cli.data.layouts import Pair, is_image_path, read_native, to_float
 from gkm_cli.data.synth import (
     SynthConfig,
     as_rgb,
@@ -337,8 +337,3 @@ class SynthPatchDataset(Dataset[dict[str, torch.Tensor]]):
             item["coc"] = torch.from_numpy(np.ascontiguousarray(coc, dtype=np.float32))[None]
         return item
 
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image as float32 H x W x 3 sRGB in [0,1] (grey repeated to 3 channels)."""
-    pixels, _ = read_pixels(path)
-    return as_rgb(pixels)

@@ -43,7 +43,8 @@ from typing import Literal
 
 import numpy as np
 
-from gkm_cli.errors import DataError, ImageReadError
+from gkm_cli import images
+from gkm_cli.errors import DataError
 
 LayoutName = Literal["dpdd", "lfdof", "realdof", "rtf", "pairs"]
 
@@ -54,9 +55,6 @@ KNOWN_LAYOUTS: tuple[str, ...] = (
     "rtf: input/ or blur/ + GT/ or gt/",
     "pairs: blur/ + sharp/",
 )
-
-# Used only until gkm_cli.images exists; the two lists must agree.
-_FALLBACK_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
 _ROLE_WORDS = (
     "blurred", "blurry", "blur", "input", "source", "defocus", "defocused",
@@ -131,32 +129,15 @@ class PairList(list[Pair]):
 
 
 def is_image_path(path: str | Path) -> bool:
-    """True when the file name has an image suffix the reader supports (case-insensitive)."""
-    try:
-        from gkm_cli import images
-    except ImportError:
-        return Path(path).suffix.lower() in _FALLBACK_SUFFIXES
-    return bool(images.is_image_path(path))
+    """True when the file name has an image suffix ``gkm_cli.images`` reads (case-insensitive)."""
+    return images.is_image_path(path)
 
 
 def read_pixels(path: str | Path) -> tuple[np.ndarray, np.dtype]:
-    """Decode an image: float32 H x W x C in [0,1] (sRGB as stored, C = 3 or 1) and its file dtype.
-
-    Uses ``gkm_cli.images.read_image``; raises ``ImageReadError`` for unreadable files.
-    """
-    try:
-        from gkm_cli import images
-    except ImportError:
-        return _fallback_read(Path(path))
+    """Decode an image: float32 H x W x C in [0,1] (sRGB as stored, C = 3 or 1) and its file
+    sample type. Raises ``ImageReadError`` for unreadable files."""
     img = images.read_image(path)
-    pixels = np.asarray(img.pixels, dtype=np.float32)
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    try:
-        dtype = np.dtype(str(getattr(img, "dtype", "float32")))
-    except TypeError:
-        dtype = np.dtype(np.float32)
-    return pixels, dtype
+    return img.pixels, img.dtype
 
 
 def read_native(path: str | Path) -> np.ndarray:
@@ -180,31 +161,6 @@ def to_float(arr: np.ndarray) -> np.ndarray:
     if arr.dtype == np.uint16:
         return arr.astype(np.float32) / np.float32(65535.0)
     return np.asarray(arr, dtype=np.float32)
-
-
-def _fallback_read(path: Path) -> tuple[np.ndarray, np.dtype]:
-    import cv2
-
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise ImageReadError(f"{path}: cannot decode image")
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[..., :3]
-    if arr.ndim == 3:
-        arr = arr[..., ::-1]
-    else:
-        arr = arr[..., None]
-    dtype = arr.dtype
-    if dtype == np.uint8:
-        pixels = arr.astype(np.float32) / 255.0
-    elif dtype == np.uint16:
-        pixels = arr.astype(np.float32) / 65535.0
-    else:
-        pixels = np.clip(arr.astype(np.float32), 0.0, 1.0)
-    return np.ascontiguousarray(pixels), np.dtype(dtype)
 
 
 # ----------------------------------------------------------------------------- detection
