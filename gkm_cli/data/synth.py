@@ -46,7 +46,6 @@ from gkm_cli.data.layouts import read_native, to_float
 from gkm_cli.errors import DataError, UsageError
 
 ApertureKind = Literal["disk", "polygon", "gaussian", "gengauss", "mix"]
-DepthKind = Literal["layers", "plane", "constant"]
 APERTURE_KINDS: tuple[str, ...] = ("disk", "polygon", "gaussian", "gengauss", "mix")
 DEPTH_KINDS: tuple[str, ...] = ("layers", "plane", "constant")
 
@@ -153,7 +152,7 @@ class SynthParams:
     noise_seed: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SynthSample:
     """``blurred`` and ``sharp``: H x W x 3 float32 sRGB in [0,1]; ``coc``: H x W float32 CoC
     radius in pixels actually applied at each pixel (after layer quantisation)."""
@@ -328,38 +327,37 @@ def render_defocus(
     nearer_max = np.zeros(ids.size)
     for k in range(ids.size - 2, -1, -1):
         nearer_max[k] = max(nearer_max[k + 1], radii[k + 1])
+    flat_ids = sid.ravel()
+    order = np.argsort(flat_ids, kind="stable")
+    bounds = np.searchsorted(flat_ids[order], ids, side="left").tolist() + [flat_ids.size]
     for k, lid in enumerate(ids):
-        mask = sid == lid
+        members = order[bounds[k] : bounds[k + 1]]  # flat indices of this layer's pixels
         kern = psf_kernel(float(radii[k]), lens.aperture)
         half = kern.shape[0] // 2
         ext = int(math.ceil(radii[k] + nearer_max[k])) + 2 if k < ids.size - 1 else 0
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
+        rows, cols = members // w, members % w
         m = ext + half
-        y0, y1 = max(rows[0] - m, 0), min(rows[-1] + m + 1, h)
-        x0, x1 = max(cols[0] - m, 0), min(cols[-1] + m + 1, w)
-        sub_mask = mask[y0:y1, x0:x1]
+        y0, y1 = max(int(rows.min()) - m, 0), min(int(rows.max()) + m + 1, h)
+        x0, x1 = max(int(cols.min()) - m, 0), min(int(cols.max()) + m + 1, w)
+        sub_mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        sub_mask[rows - y0, cols - x0] = True
         sub_lin = lin[y0:y1, x0:x1]
-        support = sub_mask
-        colour = sub_lin
+        rgba = np.zeros(sub_mask.shape + (4,), dtype=_F32)
+        rgba[sub_mask, :3] = sub_lin[sub_mask]
+        rgba[sub_mask, 3] = 1.0
         if ext > 0:
             nearer = sid[y0:y1, x0:x1] > lid
             if nearer.any():
                 dist, lab = cv2.distanceTransformWithLabels(
-                    (~sub_mask).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+                    (~sub_mask).view(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
                 )
                 grow = nearer & (dist <= ext)
-                if grow.any():
-                    support = sub_mask | grow
+                gi = np.flatnonzero(grow)
+                if gi.size:
                     src = np.flatnonzero(sub_mask)  # labels number mask pixels in raster order
-                    flat = sub_lin.reshape(-1, 3).copy()
-                    gi = np.flatnonzero(grow)
-                    flat[gi] = flat[src[lab.ravel()[gi] - 1]]
-                    colour = flat.reshape(sub_lin.shape)
-        alpha = support.astype(_F32)
-        rgba = np.empty(alpha.shape + (4,), dtype=_F32)
-        np.multiply(colour, alpha[..., None], out=rgba[..., :3])
-        rgba[..., 3] = alpha
+                    flat = rgba.reshape(-1, 4)
+                    flat[gi, :3] = sub_lin.reshape(-1, 3)[src[lab.ravel()[gi] - 1]]
+                    flat[gi, 3] = 1.0
         if half > 0:
             rgba = convolve(rgba, kern)
         a = np.clip(rgba[..., 3], 0.0, 1.0)
@@ -377,6 +375,19 @@ def render_defocus(
 _SPATIAL_MAX = 11  # OpenCV switches to a slow DFT above 11 x 11 kernels; use torch's FFT there
 
 
+def _fast_len(n: int) -> int:
+    """The smallest m >= n whose only prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
 def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Convolve H x W x C float32 with a square odd-sized kernel, reflecting at the borders.
 
@@ -392,10 +403,13 @@ def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
     half = k // 2
     h, w = image.shape[:2]
+    # Reflect by the kernel radius, then zero-pad to an FFT-friendly size: the circular wrap
+    # never reaches the central h x w window.
+    ph, pw = _fast_len(h + 2 * half), _fast_len(w + 2 * half)
     padded = cv2.copyMakeBorder(image, half, half, half, half, cv2.BORDER_REFLECT)
+    padded = cv2.copyMakeBorder(padded, 0, ph - h - 2 * half, 0, pw - w - 2 * half, cv2.BORDER_CONSTANT, value=0)
     if padded.ndim == 2:
         padded = padded[..., None]
-    ph, pw = padded.shape[:2]
     x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))
     kp = np.zeros((ph, pw), dtype=_F32)
     kp[:k, :k] = kernel
@@ -536,12 +550,43 @@ def find_depth_sidecar(photo: str | Path) -> Path | None:
 # ============================================================================ dead leaves
 
 
-def _random_colour(rng: np.random.Generator) -> np.ndarray:
-    hue = rng.uniform(0, 360)
-    sat = rng.uniform(0, 1) ** 1.5 * 0.9
-    val = rng.uniform(0.05, 1.0) ** 0.8
-    hsv = np.array([[[hue, sat, val]]], dtype=_F32)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
+def _textured_disc(
+    img: np.ndarray, cx: float, cy: float, r: float, colour: np.ndarray, rng: np.random.Generator,
+    xx: np.ndarray, yy: np.ndarray,
+) -> None:
+    """Blend an anti-aliased disc carrying a grating, fine noise or shading into ``img`` in place."""
+    h, w = img.shape[:2]
+    x0, x1 = max(int(cx - r) - 2, 0), min(int(cx + r) + 3, w)
+    y0, y1 = max(int(cy - r) - 2, 0), min(int(cy + r) + 3, h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    sc = 16
+    alpha = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+    centre = (int(round((cx - x0) * sc)), int(round((cy - y0) * sc)))
+    cv2.circle(alpha, centre, max(1, int(round(r * sc))), 255, -1, cv2.LINE_AA, 4)
+    a = alpha.astype(_F32)[..., None] / _F32(255.0)
+    ly, lx = yy[y0:y1, x0:x1] - cy, xx[y0:y1, x0:x1] - cx
+    kind = rng.integers(3)
+    if kind == 0:  # grating
+        th, f = rng.uniform(0, np.pi), rng.uniform(0.03, 0.3)
+        pat = np.sin(2 * np.pi * f * (lx * np.cos(th) + ly * np.sin(th)) + rng.uniform(0, 2 * np.pi))
+    elif kind == 1:  # fine noise
+        pat = cv2.GaussianBlur(rng.standard_normal(lx.shape).astype(_F32), (0, 0), rng.uniform(0.5, 2.0))
+        pat = pat / max(float(pat.std()), 1e-6) * 0.5
+    else:  # shading
+        pat = (lx * rng.uniform(-1, 1) + ly * rng.uniform(-1, 1)) / r
+    tex = np.clip(colour * (1.0 + rng.uniform(0.1, 0.4) * pat[..., None]), 0, 1)
+    patch = img[y0:y1, x0:x1]
+    patch += a * (tex - patch)
+
+
+def _random_colours(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` random sRGB colours (n x 3 float32): uniform hue, mostly low saturation."""
+    hsv = np.empty((n, 1, 3), dtype=_F32)
+    hsv[:, 0, 0] = rng.uniform(0, 360, n)
+    hsv[:, 0, 1] = rng.uniform(0, 1, n) ** 1.5 * 0.9
+    hsv[:, 0, 2] = rng.uniform(0.05, 1.0, n) ** 0.8
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[:, 0]
 
 
 def dead_leaves(
@@ -566,43 +611,27 @@ def dead_leaves(
     radii = (ea - rng.uniform(0, 1, n) * (ea - eb)) ** (1.0 / e1)
     cx = rng.uniform(-0.05 * w, 1.05 * w, n)
     cy = rng.uniform(-0.05 * h, 1.05 * h, n)
-    textured = rng.uniform(0, 1, n) < texture_prob
+    textured = (rng.uniform(0, 1, n) < texture_prob) & (radii > 6)
+    colours = _random_colours(rng, n + 2)
     yy, xx = np.mgrid[0:h, 0:w].astype(_F32)
-    c0, c1 = _random_colour(rng), _random_colour(rng)
+    c0, c1 = colours[n], colours[n + 1]
     t = (rng.uniform(-1, 1) * xx / w + rng.uniform(-1, 1) * yy / h)[..., None]
     img = np.clip(c0 + (c1 - c0) * (t - t.min()) / max(float(np.ptp(t)), 1e-6), 0, 1).astype(_F32)
     depth = np.zeros((h, w), dtype=_F32)
-    shift = 4
+    shift = 4  # sub-pixel centres and radii (1/16 px)
     sc = 1 << shift
+    cxs = np.rint(cx * sc).astype(np.int64).tolist()
+    cys = np.rint(cy * sc).astype(np.int64).tolist()
+    rads = np.maximum(1, np.rint(radii * sc)).astype(np.int64).tolist()
+    cols = colours[:n].tolist()
+    levels = ((np.arange(n) + 1.0) / n).tolist()
     for i in range(n):
-        r = float(radii[i])
-        col = _random_colour(rng)
-        centre = (int(round(cx[i] * sc)), int(round(cy[i] * sc)))
-        rad = max(1, int(round(r * sc)))
-        if textured[i] and r > 6:
-            x0, x1 = max(int(cx[i] - r) - 2, 0), min(int(cx[i] + r) + 3, w)
-            y0, y1 = max(int(cy[i] - r) - 2, 0), min(int(cy[i] + r) + 3, h)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            alpha = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-            cv2.circle(alpha, (centre[0] - x0 * sc, centre[1] - y0 * sc), rad, 255, -1, cv2.LINE_AA, shift)
-            a = alpha.astype(_F32)[..., None] / 255.0
-            ly, lx = yy[y0:y1, x0:x1] - cy[i], xx[y0:y1, x0:x1] - cx[i]
-            kind = rng.integers(3)
-            if kind == 0:  # grating
-                th, f = rng.uniform(0, np.pi), rng.uniform(0.03, 0.3)
-                pat = np.sin(2 * np.pi * f * (lx * np.cos(th) + ly * np.sin(th)) + rng.uniform(0, 6.3))
-            elif kind == 1:  # fine noise
-                pat = cv2.GaussianBlur(rng.standard_normal(lx.shape).astype(_F32), (0, 0), rng.uniform(0.5, 2.0))
-                pat = pat / max(float(pat.std()), 1e-6) * 0.5
-            else:  # shading
-                pat = (lx * rng.uniform(-1, 1) + ly * rng.uniform(-1, 1)) / r
-            tex = np.clip(col * (1.0 + rng.uniform(0.1, 0.4) * pat[..., None]), 0, 1)
-            patch = img[y0:y1, x0:x1]
-            patch += a * (tex - patch)
+        centre = (cxs[i], cys[i])
+        if textured[i]:
+            _textured_disc(img, cx[i], cy[i], float(radii[i]), colours[i], rng, xx, yy)
         else:
-            cv2.circle(img, centre, rad, tuple(float(c) for c in col), -1, cv2.LINE_AA, shift)
-        cv2.circle(depth, centre, rad, float(i + 1) / n, -1, cv2.LINE_8, shift)
+            cv2.circle(img, centre, rads[i], cols[i], -1, cv2.LINE_AA, shift)
+        cv2.circle(depth, centre, rads[i], levels[i], -1, cv2.LINE_8, shift)
     return np.clip(img, 0.0, 1.0), depth
 
 

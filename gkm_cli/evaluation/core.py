@@ -222,8 +222,7 @@ class EvalReport:
 
 
 def _gain(metric: str, out: float, base: float) -> float:
-    d = out - base if HIGHER_IS_BETTER[metric] else base - out
-    return d if not math.isnan(d) else math.nan
+    return out - base if HIGHER_IS_BETTER[metric] else base - out
 
 
 def _mean_of(rows: list[Mapping[str, float]], metrics: tuple[str, ...]) -> dict[str, float]:
@@ -465,8 +464,12 @@ def _score_sample(
     expect_inputs: bool,
 ) -> ImageResult | None:
     paths = tuple(p for p in (s.pred_path, s.gt_path) if p)
-    pred = _to_tensor(s.pred, device)
-    gt = _to_tensor(s.gt, device)
+    try:
+        pred = _to_tensor(s.pred, device)
+        gt = _to_tensor(s.gt, device)
+    except UsageError as exc:
+        problems.append(Problem(s.name, "unscorable", str(exc), paths))
+        return None
     if pred.shape[-2:] != gt.shape[-2:]:
         problems.append(
             Problem(
@@ -486,18 +489,23 @@ def _score_sample(
     baseline = None
     i_rgb = None
     if s.input is not None:
-        inp = _to_tensor(s.input, device)
-        if inp.shape[-2:] != gt.shape[-2:]:
+        in_paths = tuple(p for p in (s.input_path, s.gt_path) if p)
+        try:
+            inp = _to_tensor(s.input, device)
+        except UsageError as exc:
+            problems.append(Problem(s.name, "unscorable", f"input: {exc}", in_paths, "no_baseline"))
+            inp = None
+        if inp is not None and inp.shape[-2:] != gt.shape[-2:]:
             problems.append(
                 Problem(
                     s.name,
                     "size_mismatch",
                     f"input is {inp.shape[-1]}x{inp.shape[-2]} but ground truth is {gt.shape[-1]}x{gt.shape[-2]} (WxH)",
-                    tuple(p for p in (s.input_path, s.gt_path) if p),
+                    in_paths,
                     "no_baseline",
                 )
             )
-        else:
+        elif inp is not None:
             baseline, i_rgb, _ = _score(inp, gt, settings, s.gt_bits, net)
 
     result = ImageResult(

@@ -40,7 +40,7 @@ class Protocol:
     bit_depth: quantise the ground truth to this many bits (8 or 16); ``None`` keeps the
         files' native precision. Predictions are only rounded when ``round_prediction``.
     round_prediction: round predictions (and inputs) to the ``bit_depth`` grid, or to the
-        ground truth's native integer depth when ``bit_depth`` is None.
+        ground truth's native integer depth when ``bit_depth`` is None (float data: not rounded).
     clamp: clamp predictions to [0,1] before anything else.
     crop_border: pixels removed on every side before all metrics (BasicSR's crop_border).
     crop_top: further rows removed at the top (e.g. 72 for burned-in labels of the dev GIFs).

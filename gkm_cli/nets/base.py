@@ -8,6 +8,8 @@ untiled runs then agree.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -125,6 +127,37 @@ class GkmNetwork(nn.Module):
     spec: ModelSpec
     scales_count: int = 3
     uses_context: bool = False
+    #: Fast inference paths on (default) or the plain reference path; see :meth:`reference_mode`.
+    fast_paths: bool = True
+
+    # --- fast paths vs reference ---------------------------------------------------------
+    def set_fast_paths(self, enabled: bool) -> GkmNetwork:
+        """Switch every fast path of this network (and its submodules) on or off; returns self.
+
+        Off = the reference path: the direct 2-D Gaussian bank, BatchNorm as a separate layer,
+        unfused multiply + 1 x 1 summation, permuted triplet attention. Both compute the same
+        function up to float rounding (tests hold them to 1e-4 in fp32).
+        """
+        for m in self.modules():
+            if hasattr(type(m), "fast_paths"):
+                m.fast_paths = enabled  # type: ignore[assignment]
+        return self
+
+    @contextmanager
+    def reference_mode(self) -> Iterator[GkmNetwork]:
+        """``with model.reference_mode(): model(y)`` runs the reference path, then restores."""
+        saved = [(m, m.fast_paths) for m in self.modules() if hasattr(type(m), "fast_paths")]
+        self.set_fast_paths(False)
+        try:
+            yield self
+        finally:
+            for m, flag in saved:
+                m.fast_paths = flag  # type: ignore[assignment]
+
+    def gaussian_method(self) -> str:
+        """The Gaussian-bank method in use: the config's (``auto`` by default), ``direct`` in
+        reference mode."""
+        return self.config.gaussian_method if self.fast_paths else "direct"  # type: ignore[attr-defined]
 
     def features(self, y_t: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -1,10 +1,41 @@
-"""Layers shared by the networks: residual blocks, recurrent cells, attention gates."""
+"""Layers shared by the networks: residual blocks, recurrent cells, attention gates.
+
+Modules with a faster inference path carry a ``fast_paths`` flag (class default True). The
+fast path computes the same function up to float rounding (BatchNorm folded into the preceding
+convolution in eval mode, triplet attention without permuted copies, in-place adds when no
+gradient is recorded); ``GkmNetwork.reference_mode()`` switches every flag off so tests and
+``gkm benchmark --compare-reference`` can check and time the plain reference path.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def fold_bn(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d, *, transposed: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` as one convolution (eval-mode BN: running statistics).
+
+    ``weight`` is the conv's (out, in, kh, kw) weight, or (in, out, kh, kw) when ``transposed``.
+    """
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps) if bn.affine else torch.rsqrt(bn.running_var + bn.eps)
+    shift = (bn.bias if bn.affine else 0.0) - bn.running_mean * scale
+    w = weight * (scale.view(1, -1, 1, 1) if transposed else scale.view(-1, 1, 1, 1))
+    b = shift if bias is None else bias * scale + shift
+    return w, b
+
+
+def _can_fold(module: nn.Module, bn: nn.BatchNorm2d) -> bool:
+    """Fold BN only where it uses running statistics (eval mode with tracked stats)."""
+    return bool(module.fast_paths) and not bn.training and bn.running_var is not None  # type: ignore[attr-defined]
+
+
+def _in_place_ok(module: nn.Module) -> bool:
+    """In-place arithmetic on intermediates is safe only when autograd records nothing."""
+    return bool(module.fast_paths) and not torch.is_grad_enabled()  # type: ignore[attr-defined]
 
 
 def conv3(cin: int, cout: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -14,19 +45,39 @@ def conv3(cin: int, cout: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
 class ConvBnRelu(nn.Sequential):
     """Conv3x3 + BatchNorm + ReLU (GKMNet's layer; BN folds into the conv at inference)."""
 
+    fast_paths: bool = True
+
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__(conv3(cin, cout, stride), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn = self[0], self[1]
+        if not _can_fold(self, bn):
+            return super().forward(x)
+        w, b = fold_bn(conv.weight, conv.bias, bn)
+        return F.relu_(F.conv2d(x, w, b, conv.stride, conv.padding))
 
 
 class UpBnRelu(nn.Sequential):
     """Transposed conv (kernel 2, stride 2: doubles H and W) + BatchNorm + ReLU."""
 
+    fast_paths: bool = True
+
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(nn.ConvTranspose2d(cin, cout, 2, stride=2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn = self[0], self[1]
+        if not _can_fold(self, bn):
+            return super().forward(x)
+        w, b = fold_bn(conv.weight, conv.bias, bn, transposed=True)
+        return F.relu_(F.conv_transpose2d(x, w, b, conv.stride, conv.padding))
 
 
 class PostActResBlock(nn.Module):
     """GKMNet's residual block: y = x + ReLU(BN(conv(x))); out = y + ReLU(BN(conv(y)))."""
+
+    fast_paths: bool = True
 
     def __init__(self, ch: int) -> None:
         super().__init__()
@@ -34,6 +85,9 @@ class PostActResBlock(nn.Module):
         self.conv2 = ConvBnRelu(ch, ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _in_place_ok(self):
+            y = self.conv1(x).add_(x)
+            return self.conv2(y).add_(y)
         y = x + self.conv1(x)
         return y + self.conv2(y)
 
@@ -41,12 +95,16 @@ class PostActResBlock(nn.Module):
 class ResBlock(nn.Module):
     """GGKMNet's residual block: x + conv(ReLU(conv(x)))."""
 
+    fast_paths: bool = True
+
     def __init__(self, ch: int) -> None:
         super().__init__()
         self.conv1 = conv3(ch, ch)
         self.conv2 = conv3(ch, ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _in_place_ok(self):
+            return self.conv2(F.relu_(self.conv1(x))).add_(x)
         return x + self.conv2(F.relu(self.conv1(x)))
 
 
@@ -62,23 +120,48 @@ class _Gate(nn.Module):
         pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], 1)
         return x * torch.sigmoid(self.bn(self.conv(pooled)))
 
+    def gate(self, pooled: torch.Tensor, fold: bool) -> torch.Tensor:
+        """sigmoid(BN(conv(pooled))) for N x 2 x A x B pooled maps; BN folded when ``fold``."""
+        if not fold:
+            return torch.sigmoid(self.bn(self.conv(pooled)))
+        w, b = fold_bn(self.conv.weight, None, self.bn)
+        return torch.sigmoid(F.conv2d(pooled, w, b, padding=self.conv.padding))
+
 
 class TripletAttention(nn.Module):
     """Triplet attention (Misra et al.), as in GKMNet's extractor blocks.
 
     The two cross-dimension branches pool over whole rows/columns, so a tile sees different
     statistics than the whole image: networks using it are not tile-exact.
+
+    Fast path: each branch's gate depends only on [max, mean] over one axis, so the gates are
+    computed from small pooled maps (no permuted copies of x) and broadcast back:
+    ``x * (g_hw + g_cw + g_hc) / 3`` with g_hw N x 1 x H x W, g_cw N x C x 1 x W, g_hc N x C x H x 1.
     """
+
+    fast_paths: bool = True
 
     def __init__(self) -> None:
         super().__init__()
         self.hw, self.cw, self.hc = _Gate(), _Gate(), _Gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hw = self.hw(x)
-        cw = self.cw(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
-        hc = self.hc(x.permute(0, 3, 2, 1)).permute(0, 3, 2, 1)
-        return (hw + cw + hc) / 3.0
+        if not self.fast_paths:
+            hw = self.hw(x)
+            cw = self.cw(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
+            hc = self.hc(x.permute(0, 3, 2, 1)).permute(0, 3, 2, 1)
+            return (hw + cw + hc) / 3.0
+        fold = not self.hw.bn.training
+        # hw: pool over C, maps on (H, W). cw: pool over H, maps on (C, W). hc: pool over W, maps
+        # on (H, C) (the reference permutes x to N x W x H x C, so H is the first spatial axis).
+        g_hw = self.hw.gate(torch.stack([x.amax(1), x.mean(1)], 1), fold)  # N x 1 x H x W
+        g_cw = self.cw.gate(torch.stack([x.amax(2), x.mean(2)], 1), fold)  # N x 1 x C x W
+        pooled_hc = torch.stack([x.amax(3), x.mean(3)], 1).transpose(2, 3)  # N x 2 x H x C
+        g_hc = self.hc.gate(pooled_hc, fold)  # N x 1 x H x C
+        gates = g_cw.permute(0, 2, 1, 3) + g_hc.permute(0, 3, 2, 1)  # N x C x H x W (broadcast)
+        if not torch.is_grad_enabled():
+            return x * gates.add_(g_hw).mul_(1.0 / 3.0)
+        return x * ((gates + g_hw) / 3.0)
 
 
 class ConvLSTMCell(nn.Module):

@@ -27,7 +27,7 @@ from torch import nn
 from gkm_cli.nets.base import Context, ContextStats, GkmNetwork, ModelSpec, region_sum
 from gkm_cli.nets.blocks import ConvLSTMCell, ResBlock, carry_state, conv3
 from gkm_cli.nets.gkmnet import identity_summation, xavier_init
-from gkm_cli.ops.gaussian import ConvMethod, gaussian_conv, ggkm_bank
+from gkm_cli.ops.gaussian import ConvMethod, gaussian_conv, gaussian_group_mix, ggkm_bank
 
 
 @dataclass(frozen=True)
@@ -170,10 +170,32 @@ class GGKMNet(GkmNetwork):
 
     def group_responses(self, u: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """z_p = sum_q alpha_p[q] (g_{p,q} (x) u): N x 3 x P x H x W."""
-        atoms = gaussian_conv(u, self.bank, self.config.gaussian_method)
+        atoms = gaussian_conv(u, self.bank, self.gaussian_method())  # type: ignore[arg-type]
         n, c, _, h, w = atoms.shape
         atoms = atoms.view(n, c, self.config.groups, self.config.per_group, h, w)
         return torch.einsum("ncpqhw,npq->ncphw", atoms, alpha.to(atoms.dtype))
+
+    def mix_and_sum(
+        self, y_t: torch.Tensor, x_up: torch.Tensor, alpha: torch.Tensor, beta_x: torch.Tensor, beta_y: torch.Tensor
+    ) -> torch.Tensor:
+        """Fast path of ``summation(cat[y, x_up, z(x_up) * beta_x, z(y) * beta_y])``.
+
+        Group responses come from :func:`gaussian_group_mix` (with ``fft``, the Q atoms of a
+        group are mixed by alpha in the frequency domain: P inverse FFTs per plane, not P * Q);
+        they are weighted by beta in place and the 1 x 1 summation is split into one conv per
+        input, so the 6 + 6P channel concatenation is never built.
+        """
+        p3 = 3 * self.config.groups
+        weight = self.summation.weight  # 3 x (6 + 6P) x 1 x 1
+        in_place = not torch.is_grad_enabled()
+        method = self.gaussian_method()
+        out = F.conv2d(y_t, weight[:, :3], self.summation.bias) + F.conv2d(x_up, weight[:, 3:6])
+        for u, beta, start in ((x_up, beta_x, 6), (y_t, beta_y, 6 + p3)):
+            z = gaussian_group_mix(u, self.bank, alpha, method)  # type: ignore[arg-type]  # N x 3 x P x H x W
+            z = z.mul_(beta) if in_place else z * beta
+            term = F.conv2d(z.flatten(1, 2), weight[:, start : start + p3])
+            out = out.add_(term) if in_place else out + term
+        return out
 
     def step(self, t, y_t, x_up, feats, state, context, reconstruct):
         cfg = self.config
@@ -181,9 +203,12 @@ class GGKMNet(GkmNetwork):
         alpha = context.vectors[t].view(-1, p, cfg.per_group)
         beta, state["beta"] = self.beta_apu(feats["decoded"], state.get("beta"))
         beta_x, beta_y = beta[:, None, :p], beta[:, None, p:]
-        zx = self.group_responses(x_up, alpha) * beta_x
-        zy = self.group_responses(y_t, alpha) * beta_y
-        x_t = self.summation(torch.cat([y_t, x_up, zx.flatten(1, 2), zy.flatten(1, 2)], 1))
+        if self.fast_paths:
+            x_t = self.mix_and_sum(y_t, x_up, alpha, beta_x, beta_y)
+        else:
+            zx = self.group_responses(x_up, alpha) * beta_x
+            zy = self.group_responses(y_t, alpha) * beta_y
+            x_t = self.summation(torch.cat([y_t, x_up, zx.flatten(1, 2), zy.flatten(1, 2)], 1))
         out = {
             "spatial_weights": beta[:, :p].clamp(min=0),
             "group_sigmas": (alpha * self.atom_sigmas.to(alpha.dtype)).sum(-1),

@@ -150,7 +150,28 @@ class GKMNet(GkmNetwork):
 
     def filter_bank(self, x: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W -> N x 3 x K x H x W: delta then the Gaussians."""
-        return torch.cat([x[:, :, None], gaussian_conv(x, self.bank, self.config.gaussian_method)], 2)
+        return torch.cat([x[:, :, None], gaussian_conv(x, self.bank, self.gaussian_method())], 2)  # type: ignore[arg-type]
+
+    def mix_and_sum(self, y_t: torch.Tensor, x_up: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Fast path of ``summation(cat[filter_bank(u) * w_u for u in (y, x_up)])``.
+
+        The 1 x 1 summation is split by input and kernel: the delta term is a 3 x 3 colour map
+        of ``u * w_0``, the Gaussian terms a 1 x 1 conv over ``G(u) * w`` computed in place, so
+        neither the delta-prefixed bank nor the 132-channel concatenation is ever built.
+        """
+        k = self.num_kernels
+        weight = self.summation.weight.view(3, 2, 3, k)  # out colour, input (y, x_up), colour, kernel
+        in_place = not torch.is_grad_enabled()
+        out = None
+        for i, u in enumerate((y_t, x_up)):
+            w_u = weights[:, i * k : (i + 1) * k]  # N x K x H x W
+            g = gaussian_conv(u, self.bank, self.gaussian_method())  # type: ignore[arg-type]  # N x 3 x K-1 x H x W
+            g = g.mul_(w_u[:, None, 1:]) if in_place else g * w_u[:, None, 1:]
+            term = F.conv2d(g.flatten(1, 2), weight[:, i, :, 1:].reshape(3, -1, 1, 1))
+            term = term + F.conv2d(u * w_u[:, :1], weight[:, i, :, 0].reshape(3, 3, 1, 1))
+            out = term if out is None else out.add_(term) if in_place else out + term
+        assert out is not None
+        return out + self.summation.bias.view(1, 3, 1, 1)
 
     def global_weights(self, context: Context | None, t: int) -> torch.Tensor | None:
         return None
@@ -162,9 +183,12 @@ class GKMNet(GkmNetwork):
         if g is not None:
             weights = weights * g[:, :, None, None]
         k = self.num_kernels
-        wy, wx = weights[:, None, :k], weights[:, None, k:]
-        mixed = torch.cat([(self.filter_bank(y_t) * wy).flatten(1, 2), (self.filter_bank(x_up) * wx).flatten(1, 2)], 1)
-        x_t = self.summation(mixed)
+        if self.fast_paths:
+            x_t = self.mix_and_sum(y_t, x_up, weights)
+        else:
+            wy, wx = weights[:, None, :k], weights[:, None, k:]
+            mixed = torch.cat([(self.filter_bank(y_t) * wy).flatten(1, 2), (self.filter_bank(x_up) * wx).flatten(1, 2)], 1)
+            x_t = self.summation(mixed)
         n = y_t.shape[0]
         return x_t, {
             "spatial_weights": weights[:, k:].abs(),

@@ -15,19 +15,27 @@ Two banks are built here:
   Sigmas are 0.25 (p - 1 + q / Q): group p spreads between GKMNet's sigma_{p-1} and sigma_p,
   so the bank keeps GKMNet's coverage (near-delta up to 5.25 px) with Q = 4 atoms per group.
 
-:func:`gaussian_conv` applies a bank three ways that agree to float precision:
+:func:`gaussian_conv` applies a bank four ways that agree to float precision:
 
-* ``direct``: 2-D depthwise convolution with every kernel (the reference design; slow),
+* ``direct``: 2-D depthwise convolution with every kernel (the reference design),
 * ``separable``: a row pass then a column pass per kernel size (exact: kernels are separable),
 * ``cascade``: the paper's iterative scheme, one small step per group along each chain
-  (only for banks built from steps, like :func:`ggkm_bank`).
+  (only for banks built from steps, like :func:`ggkm_bank`),
+* ``fft``: one real FFT per input plane, a product with each kernel's spectrum, one inverse
+  FFT per output plane. The input is zero-padded to at least H + R, W + R (R the bank radius)
+  so the circular convolution never wraps image content: exact zero-padded convolution.
 
-All three use zero padding of the input (what the reference bank does), computed on a canvas
-padded once by the bank's radius, so the cascade is exact at the borders too.
+All use zero padding of the input (what the reference bank does); the cascade works on a canvas
+padded once by the bank's radius, so it is exact at the borders too.
+
+:func:`gaussian_group_mix` computes GGKM's group responses ``z_p = sum_q alpha_p[q] (g_{p,q} (x) u)``.
+With ``fft`` it mixes the Q atoms' spectra with alpha first (P inverse FFTs per plane instead of
+P * Q); the other methods filter with every atom and then mix (the reference order).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -36,7 +44,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ConvMethod = Literal["auto", "direct", "separable", "cascade"]
+ConvMethod = Literal["auto", "direct", "separable", "cascade", "fft"]
+
+#: Methods :func:`gaussian_conv` accepts besides ``auto``.
+METHODS: tuple[str, ...] = ("direct", "separable", "cascade", "fft")
+
+#: Upper bound (bytes) on the complex spectra the FFT path holds at once; larger jobs are chunked.
+FFT_CHUNK_BYTES = 1 << 28
 
 #: Tail mass below which a cascaded profile is truncated (its effect on [0, 1] images is < 1e-6).
 TAIL_MASS = 1e-6
@@ -224,16 +238,87 @@ def _cascade(x: torch.Tensor, bank: GaussianBank) -> torch.Tensor:
     return out
 
 
-def choose_method(bank: GaussianBank, height: int, width: int, device: torch.device) -> str:
-    """Documented rule, from ``scripts/bench_gaussian.py`` on a 2-core CPU (docs/PERFORMANCE.md).
+def fft_length(n: int) -> int:
+    """Smallest integer >= n whose prime factors are 2, 3 and 5 (fast sizes for every FFT library)."""
+    m = max(int(n), 1)
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
 
-    oneDNN runs a 1-input-channel 2-D convolution (colour folded into the batch) about as fast as
-    two 1-D passes while kernels stay small (GKMNet's bank, at most 21 x 21), so small banks go
-    direct; wide banks (GGKM atoms reach 53 taps) go separable. The cascade does the fewest
-    MACs but one small convolution per step and chain, which loses on launch overhead.
+
+@functools.lru_cache(maxsize=64)
+def _axis_spectra(profiles: tuple[tuple[float, ...], ...], length: int, bins: int) -> np.ndarray:
+    """K x bins real DFT of each zero-phase (centred at index 0) symmetric profile on ``length``.
+
+    A symmetric kernel placed with its centre at index 0 (wrapping left taps to the end) has a
+    real spectrum: ``sum_j p[j] cos(2 pi f (j - c) / length)``. Float64; cached per (bank, size).
     """
-    del height, width, device
-    return "direct" if bank.radius <= 10 else "separable"
+    f = np.arange(bins, dtype=np.float64)
+    out = np.empty((len(profiles), bins))
+    for k, prof in enumerate(profiles):
+        p = np.asarray(prof, dtype=np.float64)
+        j = np.arange(len(p), dtype=np.float64) - len(p) // 2
+        out[k] = np.cos(2.0 * np.pi * np.outer(f, j) / length) @ p
+    return out
+
+
+def _fft_plan(bank: GaussianBank, x: torch.Tensor) -> tuple[int, int, torch.Tensor, torch.Tensor, torch.dtype]:
+    """FFT lengths (>= H + R, W + R), per-axis kernel spectra (K x Lh, K x Lw/2+1), compute dtype."""
+    h, w = x.shape[-2:]
+    lh, lw = fft_length(h + bank.radius), fft_length(w + bank.radius)
+    real = torch.float64 if x.dtype == torch.float64 else torch.float32
+    fh = torch.from_numpy(_axis_spectra(bank.profiles, lh, lh)).to(device=x.device, dtype=real)
+    fw = torch.from_numpy(_axis_spectra(bank.profiles, lw, lw // 2 + 1)).to(device=x.device, dtype=real)
+    return lh, lw, fh, fw, real
+
+
+def _fft_apply(
+    planes: torch.Tensor, spectra: torch.Tensor, lh: int, lw: int, h: int, w: int
+) -> torch.Tensor:
+    """planes: B x Lh x Lw/2+1 complex (one per input plane); spectra: B x M x Lh x Lw/2+1 real
+    (or 1 x M x ...). Returns B x M x H x W: the inverse FFT of each product, cropped."""
+    b, m = planes.shape[0], spectra.shape[1]
+    per_plane = 2 * planes.element_size() * planes.shape[-2] * planes.shape[-1]
+    chunk = max(1, min(m, FFT_CHUNK_BYTES // max(per_plane * b, 1)))
+    if chunk >= m:
+        return torch.fft.irfft2(planes[:, None] * spectra, s=(lh, lw))[..., :h, :w]
+    out = planes.real.new_empty(b, m, h, w)
+    for start in range(0, m, chunk):
+        part = spectra[:, start : start + chunk]
+        out[:, start : start + chunk] = torch.fft.irfft2(planes[:, None] * part, s=(lh, lw))[..., :h, :w]
+    return out
+
+
+def _fft(x: torch.Tensor, bank: GaussianBank) -> torch.Tensor:
+    """Every plane with every kernel through the FFT: (N*C) x K x H x W."""
+    h, w = x.shape[-2:]
+    lh, lw, fh, fw, real = _fft_plan(bank, x)
+    planes = torch.fft.rfft2(_as_planes(x)[:, 0].to(real), s=(lh, lw))
+    spectra = (fh[:, :, None] * fw[:, None, :])[None]  # 1 x K x Lh x Lw/2+1, separable kernels
+    return _fft_apply(planes, spectra, lh, lw, h, w).to(x.dtype)
+
+
+def choose_method(bank: GaussianBank, height: int, width: int, device: torch.device) -> str:
+    """Fastest exact method for one bank, by the rule measured with ``scripts/bench_gaussian.py``.
+
+    Measured on a 2-core AVX-512 CPU (docs/PERFORMANCE.md): oneDNN runs a 1-input-channel 2-D
+    convolution with many output kernels (colour folded into the batch) at ~100 GMAC/s, so a
+    bank of small kernels (GKMNet's, radius <= 10) goes ``direct`` at every size: the FFT costs
+    a fixed ~log(HW) per output plane that a 21 x 21 kernel never reaches. Wide banks (GGKM atoms
+    reach 53 taps, radius 26) go ``fft`` once the image has more than ~64 x 64 pixels; below
+    that the FFT's padding to H + R dominates and ``direct`` wins. ``separable`` loses to both
+    (oneDNN's depthwise column pass is slow) and the cascade pays one launch per step and chain.
+    The GPU rule is the same (not yet measured: see docs/PERFORMANCE.md).
+    """
+    del device
+    if bank.radius <= 10 or height * width <= 64 * 64:
+        return "direct"
+    return "fft"
 
 
 def gaussian_conv(x: torch.Tensor, bank: GaussianBank, method: ConvMethod = "auto") -> torch.Tensor:
@@ -251,6 +336,38 @@ def gaussian_conv(x: torch.Tensor, bank: GaussianBank, method: ConvMethod = "aut
         out = _separable(x, bank)
     elif method == "cascade":
         out = _cascade(x, bank)
+    elif method == "fft":
+        out = _fft(x, bank)
     else:
         raise ValueError(f"unknown Gaussian convolution method {method!r}")
-    return out.view(n, c, bank.num_kernels, h, w)
+    return out.reshape(n, c, bank.num_kernels, h, w)
+
+
+def gaussian_group_mix(
+    x: torch.Tensor, bank: GaussianBank, alpha: torch.Tensor, method: ConvMethod = "auto"
+) -> torch.Tensor:
+    """GGKM group responses: ``z[n, c, p] = sum_q alpha[n, p, q] (g_{p,q} (x) x[n, c])``.
+
+    ``x``: N x C x H x W; ``alpha``: N x P x Q per-image atom weights (P groups of Q atoms, in
+    the bank's order). Returns N x C x P x H x W. ``fft`` mixes the atoms' spectra with alpha
+    before the inverse FFTs (P per plane instead of P * Q); every other method filters with
+    each atom and mixes after (:func:`gaussian_conv` then an einsum: the reference order).
+    """
+    n, c, h, w = x.shape
+    groups = len(bank.groups)
+    per_group = bank.num_kernels // groups
+    if alpha.shape[-2:] != (groups, per_group) or any(len(g) != per_group for g in bank.groups):
+        raise ValueError(f"alpha must be N x {groups} x {per_group} for this bank, got {tuple(alpha.shape)}")
+    if method == "auto":
+        method = choose_method(bank, h, w, x.device)  # type: ignore[assignment]
+    if method != "fft":
+        atoms = gaussian_conv(x, bank, method).view(n, c, groups, per_group, h, w)
+        return torch.einsum("ncpqhw,npq->ncphw", atoms, alpha.to(atoms.dtype))
+    lh, lw, fh, fw, real = _fft_plan(bank, x)
+    fh = fh.view(groups, per_group, lh)
+    fw = fw.view(groups, per_group, -1)
+    mixed = torch.einsum("npq,pqh,pqw->nphw", alpha.to(real), fh, fw)  # N x P x Lh x Lw/2+1
+    planes = torch.fft.rfft2(x.to(real), s=(lh, lw))  # N x C x Lh x Lw/2+1
+    parts = [_fft_apply(planes[i], mixed[i : i + 1], lh, lw, h, w) for i in range(n)]  # C x P x H x W
+    out = parts[0][None] if n == 1 else torch.stack(parts)
+    return out.to(x.dtype)

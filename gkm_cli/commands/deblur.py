@@ -1,0 +1,333 @@
+"""``gkm deblur``: deblur files, folders, globs or stdin; also the shared runner of ``gkm blurmap``.
+
+Exit codes: 0 every input done (or skipped as already done), 1 some inputs failed (the others
+are still written) or writing failed (unwritable folder, disk full), 2 usage errors (bad flags,
+unknown model, missing weights, an output that would overwrite an input).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from gkm_cli.errors import GkmError, ImageWriteError, UsageError
+
+__all__ = ["RunOptions", "deblur", "register", "run_command"]
+
+#: Test hook (read only here, at the CLI edge): seconds the writer sleeps after each output.
+WRITE_DELAY_ENV = "GKM_TEST_WRITE_DELAY"
+
+_IMAGE_FORMATS = {"png": "png", "tif": "tiff", "tiff": "tiff", "jpg": "jpeg", "jpeg": "jpeg"}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a ``gkm deblur`` / ``gkm blurmap`` run was asked to do (from the flags)."""
+
+    task: str  # "deblur" | "blurmap"
+    inputs: tuple[str, ...]
+    output: str | None = None
+    model: str | None = None
+    weights: Path | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    tile: int | None = None
+    tile_overlap: int | None = None
+    recursive: bool = False
+    suffix: str | None = None
+    skip_existing: bool = True
+    overwrite: bool = False
+    format: str | None = None
+    bit_depth: int | None = None
+    jpeg_quality: int = 95
+    heatmap: bool = False
+    max_sigma: float = 16.0
+    as_json: bool = False
+    shard: str | None = None
+    quiet: bool = False
+
+
+def _image_format(text: str | None) -> str | None:
+    if text is None:
+        return None
+    fmt = _IMAGE_FORMATS.get(text.lower().lstrip("."))
+    if fmt is None:
+        raise UsageError(f"--format must be png, tiff or jpeg, got {text!r}")
+    return fmt
+
+
+def _map_format(text: str | None) -> str:
+    """Blur-map ``--format``: png (default), tiff/tif or npy."""
+    found = {"png": "png", "tif": "tiff", "tiff": "tiff", "npy": "npy"}.get((text or "png").lower().lstrip("."))
+    if found is None:
+        raise UsageError(f"blurmap --format must be png, tiff or npy, got {text!r}")
+    return found
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomic write (temp file + fsync + rename) with OS errors as one-line ImageWriteErrors."""
+    from gkm_cli.nets.checkpoint import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        reason = "disk full" if e.errno in (28, 122) else (e.strerror or type(e).__name__)
+        raise ImageWriteError(f"{path}: cannot write ({reason})") from None
+
+
+def _prepare_folder(path: Path) -> None:
+    """Create an output's folder and remove temp files left by an interrupted earlier run."""
+    from gkm_cli.engine.folders import stale_temp_files
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ImageWriteError(f"{path.parent}: cannot create output folder ({e.strerror or e})") from None
+    for stale in stale_temp_files(path):
+        stale.unlink(missing_ok=True)
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail early, with one line, when the output folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ImageWriteError(f"{folder}: cannot create output folder ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ImageWriteError(f"{folder}: output folder is not writable (permission denied)")
+
+
+def run_command(opts: RunOptions, err: Console) -> int:
+    """Run a deblur/blurmap command; returns the exit code (raises GkmError for fatal errors)."""
+    from gkm_cli.api import Deblurrer
+    from gkm_cli.engine.distributed import rank_from_env, split_work
+    from gkm_cli.engine.folders import STDIO, check_jobs, drop_previous_outputs, expand_inputs, parse_shard, plan_jobs
+    from gkm_cli.engine.maps import MapSettings, sidecar_path
+    from gkm_cli.engine.pipeline import FAILED, OK, SKIPPED, Record, Stages, run_pipeline
+
+    blurmap = opts.task == "blurmap"
+    to_stdout = opts.output == STDIO
+    if to_stdout and opts.as_json:
+        raise UsageError("--json prints records on stdout; it cannot be combined with -o - (image on stdout)")
+    if not opts.inputs:
+        raise UsageError("no inputs given")
+    map_settings = MapSettings(_map_format(opts.format), opts.heatmap, opts.max_sigma) if blurmap else None
+    fmt = None if blurmap else _image_format(opts.format)
+    if not blurmap and opts.bit_depth is not None and opts.bit_depth not in (8, 16, 32):
+        raise UsageError(f"--bit-depth must be 8, 16 or 32, got {opts.bit_depth}")
+    if not 1 <= opts.jpeg_quality <= 100:
+        raise UsageError(f"--jpeg-quality must be 1..100, got {opts.jpeg_quality}")
+    shard = parse_shard(opts.shard)
+    ranks = rank_from_env()
+    skip_existing = opts.skip_existing and not opts.overwrite
+    tag = f"[rank {ranks.rank}/{ranks.world_size}] " if ranks.distributed else ""
+
+    def notify(message: str) -> None:
+        err.print(f"{tag}[yellow]note:[/] {message}")
+
+    deblurrer = Deblurrer(
+        opts.model, opts.weights, opts.device, opts.precision, opts.tile, opts.tile_overlap,
+        notify=notify, local_rank=ranks.local_rank,
+    )  # fmt: skip
+
+    beside = "_blurmap" if blurmap else "_deblurred"
+    out_dir = Path(opts.output) if opts.output not in (None, STDIO) else None
+    sources = expand_inputs(list(opts.inputs), recursive=opts.recursive, exclude=out_dir if out_dir is not None and out_dir.is_dir() else None)
+    if opts.output is None:
+        sources = drop_previous_outputs(sources, beside if opts.suffix is None else opts.suffix)
+    if not sources:
+        raise UsageError(f"no image files (.png, .tif, .tiff, .jpg, .jpeg) found in {', '.join(opts.inputs)}")
+    file_format = map_settings.file_format if map_settings is not None else None
+    jobs = plan_jobs(
+        sources, opts.output, suffix=opts.suffix, beside_suffix=beside,
+        format_of=(lambda src: file_format) if blurmap else (lambda src: fmt),
+    )  # fmt: skip
+    check_jobs(jobs, sidecar_path if blurmap else None)
+    mine = split_work(jobs, shard, ranks)
+    if out_dir is not None and mine:
+        single_file = len(jobs) == 1 and jobs[0].output == out_dir
+        _check_writable(out_dir.parent if single_file else out_dir)
+
+    stdin = typer.get_binary_stream("stdin")
+    stdout = typer.get_binary_stream("stdout")
+    description = deblurrer.describe()
+
+    def load(job: Any) -> Any:
+        from gkm_cli.images import decode_image, read_image
+
+        if job.source.path is None:
+            return decode_image(stdin.read(), "<stdin>")
+        return read_image(job.source.path)
+
+    def process(job: Any, img: Any) -> Any:
+        if blurmap:
+            return deblurrer.blurmap_image(img)
+        return deblurrer.deblur_image(img)
+
+    def write(job: Any, result: Any) -> None:
+        from gkm_cli.images import encode_image, write_image
+
+        if blurmap:
+            from gkm_cli.engine.maps import encode_sigma_map, sidecar_record
+
+            assert map_settings is not None
+            data = encode_sigma_map(result, map_settings)
+            if job.output is None:
+                stdout.write(data)
+                stdout.flush()
+                return
+            _prepare_folder(job.output)
+            record = sidecar_record(result, map_settings, source=job.input_name, **description)
+            _write_bytes(sidecar_path(job.output), (json.dumps(record, indent=2) + "\n").encode())
+            _write_bytes(job.output, data)
+            return
+        if job.output is None:
+            stdout.write(encode_image(result, fmt, opts.bit_depth, opts.jpeg_quality))
+            stdout.flush()
+            return
+        _prepare_folder(job.output)
+        forbid = [job.source.path] if job.source.path is not None else None
+        write_image(job.output, result, format=fmt, bit_depth=opts.bit_depth, jpeg_quality=opts.jpeg_quality, forbid_same_as=forbid)
+
+    stages = Stages(
+        skip=lambda job: skip_existing and job.output is not None and job.output.exists(),
+        load=load,
+        process=process,
+        write=write,
+        megapixels=lambda img: img.height * img.width / 1e6,
+        names=lambda job: (job.input_name, job.output_name),
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=opts.quiet,
+        transient=False,
+    )
+    start = time.perf_counter()
+    counts = {OK: 0, SKIPPED: 0, FAILED: 0}
+    megapixels = 0.0
+    task_id = progress.add_task(f"{tag}gkm {opts.task}", total=len(mine), rate="")
+
+    def on_record(record: Record) -> None:
+        nonlocal megapixels
+        counts[record.status] += 1
+        if record.status == OK and record.megapixels:
+            megapixels += record.megapixels
+        if record.status == FAILED:
+            progress.console.print(f"{tag}[bold red]failed:[/] {record.error}", highlight=False, soft_wrap=True)
+        if opts.as_json:
+            stdout.write((json.dumps(record.as_json()) + "\n").encode())
+            stdout.flush()
+        elapsed = max(1e-9, time.perf_counter() - start)
+        progress.update(task_id, advance=1, rate=f"{counts[OK] / elapsed:.2f} img/s {megapixels / elapsed:.2f} MP/s")
+
+    delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
+    with progress:
+        run_pipeline(mine, stages, on_record, write_delay_s=delay)
+    seconds = time.perf_counter() - start
+    summary = {
+        "summary": True,
+        "task": opts.task,
+        "total": len(mine),
+        "ok": counts[OK],
+        "skipped": counts[SKIPPED],
+        "failed": counts[FAILED],
+        "seconds": round(seconds, 3),
+        "megapixels": round(megapixels, 3),
+        "megapixels_per_s": round(megapixels / seconds, 3) if seconds > 0 else None,
+        "rank": ranks.rank,
+        "world_size": ranks.world_size,
+        **description,
+    }
+    if opts.as_json:
+        stdout.write((json.dumps(summary) + "\n").encode())
+        stdout.flush()
+    if not opts.quiet:
+        err.print(
+            f"{tag}{opts.task}: {counts[OK]} written, {counts[SKIPPED]} skipped (already done), "
+            f"{counts[FAILED]} failed in {seconds:.1f} s on {description['device']} ({description['precision']})",
+            highlight=False,
+        )
+    return 1 if counts[FAILED] else 0
+
+
+def _run_cli(opts: RunOptions) -> None:
+    """Run and turn GkmErrors into one line on stderr and the error's exit code."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        code = run_command(opts, err)
+    except GkmError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    if code:
+        raise typer.Exit(code)
+
+
+# --- shared option types -----------------------------------------------------------------------
+Inputs = Annotated[list[str], typer.Argument(help="Image files, folders or globs ('-' reads one image from stdin).", show_default=False)]
+Output = Annotated[
+    Optional[str],
+    typer.Option("--output", "-o", help="Output folder (input tree mirrored below it), a file for one input, or '-' for stdout. Default: beside each input."),
+]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Architecture (default ggkmnet); see `gkm models`.")]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="A .safetensors checkpoint (default: the shipped models/<model>.safetensors).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 on capable GPUs, else fp32), fp32, fp16 or bf16.")]
+TileOpt = Annotated[Optional[int], typer.Option("--tile", help="Tile core size in px (default: from free memory).", min=16)]
+OverlapOpt = Annotated[Optional[int], typer.Option("--tile-overlap", help="Context px read around each tile core (default: the model's receptive radius, rounded to 16).", min=0)]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Also take images in sub-folders of folder inputs.")]
+SuffixOpt = Annotated[Optional[str], typer.Option("--suffix", help="Added to output file names (default '' in another folder, '_deblurred'/'_blurmap' beside the input).")]
+SkipOpt = Annotated[bool, typer.Option("--skip-existing/--no-skip-existing", help="Skip inputs whose output exists (a re-run resumes).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never inputs).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON record per image on stdout, then a summary record.")]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only share i of N of the sorted inputs (i/N, e.g. for SLURM arrays).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line on stderr.")]
+
+
+def deblur(
+    inputs: Inputs,
+    output: Output = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    tile: TileOpt = None,
+    tile_overlap: OverlapOpt = None,
+    recursive: RecursiveOpt = False,
+    suffix: SuffixOpt = None,
+    skip_existing: SkipOpt = True,
+    overwrite: OverwriteOpt = False,
+    format: Annotated[Optional[str], typer.Option("--format", help="Output format png, tiff or jpeg (default: the input's).")] = None,
+    bit_depth: Annotated[Optional[int], typer.Option("--bit-depth", help="Output bits per sample 8, 16 or 32 (default: the input's).")] = None,
+    jpeg_quality: Annotated[int, typer.Option("--jpeg-quality", help="JPEG quality 1..100.")] = 95,
+    as_json: JsonOpt = False,
+    shard: ShardOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Deblur photos (8/16-bit PNG, TIFF, JPEG of any size); metadata and bit depth are kept."""
+    _run_cli(
+        RunOptions(
+            "deblur", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
+            skip_existing, overwrite, format, bit_depth, jpeg_quality, as_json=as_json, shard=shard, quiet=quiet,
+        )  # fmt: skip
+    )
+
+
+def register(app: typer.Typer, models_app: typer.Typer | None = None) -> None:
+    """Attach ``deblur`` to the ``gkm`` app (called by gkm_cli.cli)."""
+    del models_app
+    app.command("deblur")(deblur)

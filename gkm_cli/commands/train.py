@@ -1,0 +1,182 @@
+"""``gkm train run`` (train or resume a network) and ``gkm train synth`` (write a fixed
+synthetic validation set).
+
+Every option defaults to "not given" so a resume (``--resume``) starts from the settings saved
+in ``OUT/last.state.safetensors`` and changes only what is given again (typically ``--steps``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from gkm_cli.errors import UsageError
+from gkm_cli.training.config import LossConfig
+
+__all__ = ["register", "config_from_options"]
+
+_LOSS_FIELDS = {f.name for f in dataclasses.fields(LossConfig)}
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def config_from_options(given: dict[str, Any], base: Any | None = None) -> Any:
+    """A :class:`TrainConfig` from CLI values (None = not given) over ``base`` (or defaults)."""
+    from gkm_cli.training.config import TrainConfig
+
+    values = {k: v for k, v in given.items() if v is not None}
+    loss_changes = {k: values.pop(k) for k in list(values) if k in _LOSS_FIELDS}
+    if base is None:
+        if "loss" in values:
+            raise UsageError("internal: loss given twice")
+        loss = dataclasses.replace(LossConfig(), **loss_changes)
+        return TrainConfig(loss=loss, **values)
+    loss = dataclasses.replace(base.loss, **loss_changes)
+    return dataclasses.replace(base, loss=loss, **values)
+
+
+def _tuple(v: list[Any] | None) -> tuple | None:
+    return tuple(str(x) for x in v) if v else None
+
+
+def register(app: typer.Typer, models_app: typer.Typer) -> None:
+    del models_app
+    train_app = typer.Typer(
+        help="Train a network (`gkm train run`) or write a fixed synthetic validation set (`gkm train synth`).",
+        no_args_is_help=True,
+    )
+    app.add_typer(train_app, name="train")
+
+    @train_app.command("run")
+    def run(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log.csv, model cards.")],
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Architecture (gkm models). Default ggkmnet.")] = None,
+        tiny: Annotated[bool, typer.Option("--tiny", help="Use the tiny test configuration of the model (smoke runs).")] = False,
+        model_set: Annotated[Optional[list[str]], typer.Option("--model-set", help="Model config override KEY=VALUE (repeatable).")] = None,
+        data: Annotated[Optional[list[Path]], typer.Option("--data", help="Real pairs dataset root, any known layout (repeatable).")] = None,
+        data_split: Annotated[Optional[str], typer.Option("--data-split", help="Split of --data to use, e.g. train_c for DPDD.")] = None,
+        synth_from: Annotated[Optional[list[Path]], typer.Option("--synth-from", help="Folder of sharp photos for on-the-fly synthetic defocus (repeatable).")] = None,
+        synth_holdout: Annotated[Optional[float], typer.Option(help="Share of sharp photos held out for validation [0.15].")] = None,
+        synth_max_radius: Annotated[Optional[float], typer.Option(help="Largest synthetic CoC radius, px [12].")] = None,
+        synth_in_focus: Annotated[Optional[float], typer.Option(help="Share of in-focus synthetic samples [0.2].")] = None,
+        synth_dead_leaves: Annotated[Optional[float], typer.Option(help="Share of dead-leaves samples [0.3].")] = None,
+        real_fraction: Annotated[Optional[float], typer.Option(help="Share of real pairs when --data and --synth-from are both given [0.5].")] = None,
+        val: Annotated[Optional[list[Path]], typer.Option("--val", help="Validation pairs folder (blur/ + sharp/ or any layout; repeatable).")] = None,
+        val_every: Annotated[Optional[int], typer.Option(help="Validate every N steps [500].")] = None,
+        val_max_size: Annotated[Optional[int], typer.Option(help="Centre-crop validation images to at most N px a side [512].")] = None,
+        val_top_crop: Annotated[Optional[int], typer.Option(help="Rows dropped at the top of validation images [72 for real_pairs_dev, else 0].")] = None,
+        val_synth: Annotated[Optional[int], typer.Option(help="Synthetic validation patches from held-out photos when no --val [8].")] = None,
+        val_synth_size: Annotated[Optional[int], typer.Option(help="Size of those patches, px [256].")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where its last save left it.")] = False,
+        steps: Annotated[Optional[int], typer.Option(help="Total optimizer steps [10000].")] = None,
+        batch: Annotated[Optional[int], typer.Option(help="Batch size [4].")] = None,
+        patch: Annotated[Optional[int], typer.Option(help="Training patch size, px, multiple of 16 [256].")] = None,
+        lr: Annotated[Optional[float], typer.Option(help="Adam learning rate [1e-4].")] = None,
+        lr_halve_start: Annotated[Optional[int], typer.Option(help="Step of the first lr decay [40% of --steps].")] = None,
+        lr_halve_every: Annotated[Optional[int], typer.Option(help="Steps between later decays [20% of --steps].")] = None,
+        lr_factor: Annotated[Optional[float], typer.Option(help="Decay factor [0.5].")] = None,
+        clip_grad: Annotated[Optional[float], typer.Option(help="Max global gradient norm, 0 = off [1.0].")] = None,
+        ema: Annotated[Optional[float], typer.Option(help="EMA decay of the weights, 0 = off [0]; saved weights are the EMA.")] = None,
+        precision: Annotated[Optional[str], typer.Option(help="auto|fp32|bf16|fp16; mixed precision on GPU only [auto].")] = None,
+        seed: Annotated[Optional[int], typer.Option(help="Seed of init, data and holdout [0].")] = None,
+        workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes [0].")] = None,
+        threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (torch.set_num_threads).")] = None,
+        device: Annotated[str, typer.Option(help="auto|cpu|cuda|cuda:N.")] = "auto",
+        save_every: Annotated[Optional[int], typer.Option(help="Save state + weights every N steps [500].")] = None,
+        log_every: Annotated[Optional[int], typer.Option(help="Log row every N steps [10].")] = None,
+        max_bad_steps: Annotated[Optional[int], typer.Option(help="Stop after N consecutive NaN/Inf steps [10].")] = None,
+        loss: Annotated[Optional[str], typer.Option("--loss", help="Loss recipe auto|ggkmnet|gkmanet|gkmnet [auto: by model].")] = None,
+        fft_weight: Annotated[Optional[float], typer.Option(help="Weight of the FFT L1 term [0.1].")] = None,
+        ssim_weight: Annotated[Optional[float], typer.Option(help="Weight of the 1-SSIM term [0.1].")] = None,
+        recon_weight: Annotated[Optional[float], typer.Option(help="Weight of the self-reconstruction L1 term [0.1].")] = None,
+        scale_weights: Annotated[Optional[str], typer.Option(help="Per-scale weights coarse->fine, e.g. 0.25,0.5,1 [paper: 1,0.5,0.25].")] = None,
+        fft_norm: Annotated[Optional[str], typer.Option(help="FFT normalisation ortho|backward|forward [ortho].")] = None,
+        ssim_phase_start: Annotated[Optional[int], typer.Option(help="GKMNet recipe: first step of SSIM phases [87500].")] = None,
+        ssim_phase_period: Annotated[Optional[int], typer.Option(help="GKMNet recipe: SSIM/MSE cycle length in steps [17500].")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    ) -> None:
+        """Train a network on real pairs and/or synthetic defocus; resumable, checkpointed."""
+        import torch
+
+        from gkm_cli.nets import TINY_OVERRIDES
+        from gkm_cli.training import TrainConfig, Trainer
+        from gkm_cli.training.checkpointing import STATE_FILE, read_state_info
+        from gkm_cli.training.loop import pick_device
+
+        if threads is not None:
+            if threads < 1:
+                raise UsageError("--threads must be >= 1")
+            torch.set_num_threads(threads)
+        overrides: dict[str, Any] | None = None
+        if tiny or model_set:
+            name = model or "ggkmnet"
+            overrides = dict(TINY_OVERRIDES.get(name, {})) if tiny else {}
+            for item in model_set or []:
+                if "=" not in item:
+                    raise UsageError(f"--model-set expects KEY=VALUE, got {item!r}")
+                k, v = item.split("=", 1)
+                overrides[k.strip()] = _parse_value(v.strip())
+        sw = None
+        if scale_weights is not None:
+            try:
+                sw = tuple(float(x) for x in scale_weights.split(","))
+            except ValueError:
+                raise UsageError(f"--scale-weights expects numbers separated by commas, got {scale_weights!r}") from None
+        given: dict[str, Any] = {
+            "model": model, "model_overrides": tuple(sorted(overrides.items())) if overrides is not None else None,
+            "data": _tuple(data), "data_split": data_split, "synth_from": _tuple(synth_from),
+            "synth_holdout": synth_holdout, "synth_max_radius": synth_max_radius, "synth_in_focus_prob": synth_in_focus,
+            "synth_dead_leaves": synth_dead_leaves, "real_fraction": real_fraction, "val": _tuple(val),
+            "val_every": val_every, "val_max_size": val_max_size, "val_top_crop": val_top_crop, "val_synth": val_synth,
+            "val_synth_size": val_synth_size, "steps": steps, "batch": batch, "patch": patch, "lr": lr,
+            "lr_halve_start": lr_halve_start, "lr_halve_every": lr_halve_every, "lr_factor": lr_factor,
+            "clip_grad": clip_grad, "ema": ema, "precision": precision, "seed": seed, "workers": workers,
+            "save_every": save_every, "log_every": log_every, "max_bad_steps": max_bad_steps,
+            "recipe": loss, "fft_weight": fft_weight, "ssim_weight": ssim_weight, "recon_weight": recon_weight,
+            "scale_weights": sw, "fft_norm": fft_norm, "ssim_phase_start": ssim_phase_start, "ssim_phase_period": ssim_phase_period,
+        }
+        base = None
+        if resume:
+            base = TrainConfig.from_dict(read_state_info(out / STATE_FILE)["config"])
+            fixed = ("model", "model_overrides", "patch", "batch", "seed")
+            changed = [k for k in fixed if given.get(k) is not None and given[k] != getattr(base, k)]
+            if changed:
+                raise UsageError(f"--resume cannot change {', '.join(changed)} (saved run has {', '.join(f'{k}={getattr(base, k)}' for k in changed)})")
+        cfg = config_from_options(given, base)
+        result = Trainer(cfg, out, device=pick_device(device), resume=resume, progress=not quiet).run()
+        if as_json:
+            typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        elif not quiet:
+            val = result.last_val
+            msg = f"trained {cfg.model} to step {result.steps} in {result.wall_s:.0f} s -> {out}/last.safetensors"
+            if val:
+                msg += f"; val PSNR {val['psnr']:.2f} dB (input {val['input_psnr']:.2f}), best {result.best_psnr:.2f}"
+            typer.echo(msg, err=True)
+
+    @train_app.command("synth")
+    def synth(
+        src: Annotated[Path, typer.Option("--from", help="Folder of sharp photos (evaluation-only folders are skipped).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: blur/, sharp/, coc/, synth.json.")],
+        n: Annotated[int, typer.Option("--n", help="Number of pairs.")] = 32,
+        size: Annotated[int, typer.Option("--size", help="Square size, px.")] = 256,
+        seed: Annotated[int, typer.Option("--seed", help="Seed; the set is identical for a seed.")] = 0,
+        bits: Annotated[int, typer.Option("--bits", help="PNG bits per channel, 8 or 16.")] = 8,
+        max_radius: Annotated[Optional[float], typer.Option(help="Largest CoC radius, px [12].")] = None,
+    ) -> None:
+        """Write a fixed synthetic validation set (use it with `gkm train run --val OUT`)."""
+        from gkm_cli.data import SynthConfig, list_sharp_photos, write_synthetic_set
+
+        photos = list_sharp_photos(src)
+        cfg = SynthConfig() if max_radius is None else SynthConfig(max_radius=max_radius)
+        write_synthetic_set(photos, out, n=n, size=size, seed=seed, config=cfg, bits=bits)  # type: ignore[arg-type]
+        typer.echo(f"wrote {n} synthetic pairs ({size}x{size}) from {len(photos)} photos to {out}", err=True)

@@ -1,0 +1,25 @@
+"""Training: losses, settings, the resumable trainer, checkpoints and validation.
+
+- :mod:`.config`: :class:`TrainConfig` (frozen; every CLI flag), :class:`LossConfig`,
+  :class:`DistInfo`, the step-based learning-rate schedule ``lr_at``.
+- :mod:`.losses`: the papers' multi-scale losses as pure functions (``loss_terms``).
+- :mod:`.sampling`: batches that depend only on (seed, step).
+- :mod:`.loop`: :class:`Trainer`.
+- :mod:`.checkpointing`: state as safetensors + JSON (no pickles), atomic writes.
+- :mod:`.validation`: in-memory validation sets and PSNR/SSIM.
+"""
+
+from gkm_cli.training.config import DistInfo, LossConfig, TrainConfig, check_training_path, lr_at
+from gkm_cli.training.loop import Trainer, TrainingDiverged, TrainingInterrupted, TrainResult
+
+__all__ = [
+    "DistInfo",
+    "LossConfig",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "check_training_path",
+    "lr_at",
+]

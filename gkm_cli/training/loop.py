@@ -1,0 +1,413 @@
+"""The trainer: one loop for every GKM network, resumable bit-for-bit on CPU.
+
+Design for scale-out: the model can be wrapped (``wrap_model``, e.g. DistributedDataParallel)
+while the unwrapped module is what gets saved; batches come from :class:`StepBatchSampler`
+which already splits each global step between ranks (:class:`DistInfo`); only rank 0 logs,
+validates and writes files. Observers (plots, dashboards) subscribe with ``on_step`` /
+``on_log`` callbacks instead of reading the CSV.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import math
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from gkm_cli.errors import GkmError, UsageError
+from gkm_cli.nets import create_model
+from gkm_cli.nets.checkpoint import save_weights
+from gkm_cli.training import checkpointing as ck
+from gkm_cli.training.config import DistInfo, TrainConfig, lr_at
+from gkm_cli.training.losses import loss_terms, recipe_for
+from gkm_cli.training.sampling import StepBatchSampler, TrainData, build_train_data
+from gkm_cli.training.validation import ValImage, load_val_pairs, synth_val_set, validate
+
+LOG_FILE = "log.csv"
+
+
+class TrainingDiverged(GkmError):
+    """Too many consecutive steps with a NaN/Inf loss or gradient."""
+
+
+class TrainingInterrupted(GkmError):
+    """Ctrl-C: the state was saved (when a step had completed) and the run can be resumed."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    wall_s: float
+    last_val: dict[str, float] | None
+    best_psnr: float | None
+    bad_steps: int
+    last_terms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for but no CUDA device is available")
+    return dev
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16/fp16 autocast on GPU only; None means fp32."""
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            raise UsageError(f"--precision {precision} needs a GPU (mixed precision is GPU-only here); use fp32 or auto")
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def hardware() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model for float parameters and buffers; others copied."""
+    for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
+        if e.is_floating_point():
+            e.mul_(decay).add_(m.detach(), alpha=1 - decay)
+        else:
+            e.copy_(m)
+
+
+class _Log:
+    """CSV log, one row per ``log_every`` steps (means over the interval) and per validation."""
+
+    def __init__(self, path: Path, terms: Sequence[str], resume_step: int | None) -> None:
+        self.path = path
+        self.fields = ["step", "lr", "it_s", "bad_steps", *terms, "val_psnr", "val_ssim", "wall_s"]
+        keep: list[dict[str, str]] = []
+        if resume_step is not None and path.is_file():
+            with path.open(newline="") as f:
+                keep = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= resume_step]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.fields, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(keep)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+
+
+class Trainer:
+    """Trains ``cfg.model`` into ``out_dir``. ``run()`` returns a :class:`TrainResult`."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        *,
+        device: torch.device | str = "cpu",
+        resume: bool = False,
+        dist: DistInfo = DistInfo(),
+        wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+        on_step: Sequence[Callable[[int, dict[str, float]], None]] = (),
+        on_log: Sequence[Callable[[dict[str, Any]], None]] = (),
+        progress: bool = True,
+        command: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.device = torch.device(device) if isinstance(device, str) else device
+        self.resume = resume
+        self.dist = dist
+        self.wrap_model = wrap_model
+        self.on_step = list(on_step)
+        self.on_log = list(on_log)
+        self.progress = progress and dist.is_main
+        self.command = command if command is not None else shlex.join(["gkm", *sys.argv[1:]])
+        self.recipe = recipe_for(cfg.model, cfg.loss.recipe)
+        self.amp = autocast_dtype(cfg.precision, self.device)
+
+    # --- setup --------------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        self.model = create_model(cfg.model, **cfg.overrides()).to(self.device).train()
+        self.net = self.wrap_model(self.model) if self.wrap_model else self.model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.ema: nn.Module | None = None
+        if cfg.ema > 0:
+            self.ema = copy.deepcopy(self.model).eval()
+            for p in self.ema.parameters():
+                p.requires_grad_(False)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.start_step = 0
+        self.best_psnr: float | None = None
+        self.wall_before = 0.0
+        self.last_val: dict[str, float] | None = None
+        self.bad_total = 0
+        state_path = self.out / ck.STATE_FILE
+        if self.resume:
+            st = ck.load_state(state_path, model=self.model, optimizer=self.optimizer, ema=self.ema, scaler=self.scaler)
+            self.start_step = st.step
+            self.best_psnr = st.info.get("best_psnr")
+            self.wall_before = float(st.info.get("wall_s", 0.0))
+            self.last_val = st.info.get("last_val")
+            self.bad_total = int(st.info.get("bad_steps", 0))
+            saved = TrainConfig.from_dict(st.info["config"])
+            if saved.model != cfg.model or saved.model_overrides != cfg.model_overrides:
+                raise ck.CheckpointError(f"{state_path}: trained {saved.model} {dict(saved.model_overrides)}, not {cfg.model} {cfg.overrides()}")
+        elif state_path.exists():
+            raise UsageError(f"{self.out} already holds a training run; pass --resume to continue it or choose another --out")
+        self.data: TrainData = build_train_data(cfg)
+        self.val_images: list[ValImage] = []
+        if self.dist.is_main:
+            if cfg.val:
+                self.val_images = load_val_pairs(cfg.val, cfg.val_max_size, cfg.val_top_crop)
+            elif self.data.holdout_photos and cfg.val_synth > 0:
+                self.val_images = synth_val_set(self.data.holdout_photos, cfg.val_synth, cfg.val_synth_size, self.data.synth_config, cfg.seed)
+
+    def _loader(self) -> DataLoader:
+        from gkm_cli.data import worker_init_fn
+
+        sampler = StepBatchSampler(self.start_step, self.cfg.steps, self.cfg.batch, self.dist)
+        return DataLoader(
+            self.data.dataset,
+            batch_sampler=sampler,
+            num_workers=self.cfg.workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=worker_init_fn if self.cfg.workers else None,
+            prefetch_factor=2 if self.cfg.workers else None,
+        )
+
+    # --- saving -------------------------------------------------------------------------------
+    def _card(self, step: int, wall: float) -> dict[str, Any]:
+        from gkm_cli.nets import model_config
+
+        return {
+            "architecture": self.cfg.model,
+            "config": model_config(self.model),
+            "trained_by": "gkm train",
+            "command": self.command,
+            "training": self.cfg.to_dict(),
+            "loss_recipe": self.recipe,
+            "data": self.data.description,
+            "synth_config": dataclasses.asdict(self.data.synth_config) if self.data.synth_config is not None else None,
+            "steps": step,
+            "wall_time_s": round(wall, 1),
+            "hardware": hardware(),
+            "weights": "ema" if self.ema is not None else "raw",
+            "validation": {"last": self.last_val, "best_psnr": self.best_psnr, "images": [v.name for v in self.val_images]},
+        }
+
+    def _save(self, step: int, wall: float) -> None:
+        info = {
+            "config": self.cfg.to_dict(),
+            "best_psnr": self.best_psnr,
+            "last_val": self.last_val,
+            "wall_s": wall,
+            "bad_steps": self.bad_total,
+            "command": self.command,
+        }
+        ck.save_state(self.out, step=step, model=self.model, optimizer=self.optimizer, ema=self.ema, scaler=self.scaler, info=info)
+        save_weights(self.ema or self.model, self.out / ck.LAST_WEIGHTS, card=self._card(step, wall))
+        ck.write_pointer(
+            self.out,
+            {"step": step, "state": ck.STATE_FILE, "weights": ck.LAST_WEIGHTS, "best": ck.BEST_WEIGHTS if self.best_psnr is not None else None,
+             "best_psnr": self.best_psnr, "wall_s": round(wall, 1)},
+        )
+
+    # --- loop ---------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._build()
+        term_names = ["total", "mse", "ssim"] if self.recipe == "gkmnet" else ["total", "mse", "fft", "ssim"] + (["recon"] if self.recipe == "ggkmnet" else [])
+        log = _Log(self.out / LOG_FILE, term_names, self.start_step if self.resume else None) if self.dist.is_main else None
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        n_good = 0
+        bad_run = 0
+        last_terms: dict[str, float] = {}
+        t_int = time.perf_counter()
+        steps_in_int = 0
+        step = self.start_step
+        clean = True
+        bar = _Progress(self.progress, cfg.steps, self.start_step)
+        try:
+            with bar:
+                for keys_batch in self._loader():
+                    blur = keys_batch["blur"].to(self.device, non_blocking=True)
+                    sharp = keys_batch["sharp"].to(self.device, non_blocking=True)
+                    lr = lr_at(step, cfg)
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = lr
+                    clean = False  # an interrupt from here to the step count would leave a half-updated state
+                    self.optimizer.zero_grad(set_to_none=True)
+                    with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                        out = self.net(blur, reconstruct=self.recipe == "ggkmnet")
+                    terms = loss_terms(out, sharp, blur, recipe=self.recipe, cfg=cfg.loss, step=step)
+                    total = terms["total"]
+                    ok = bool(torch.isfinite(total))
+                    if ok:
+                        self.scaler.scale(total).backward()
+                        self.scaler.unscale_(self.optimizer)
+                        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad if cfg.clip_grad > 0 else math.inf)
+                        ok = bool(torch.isfinite(norm)) or self.scaler.is_enabled()
+                        if ok:
+                            self.scaler.step(self.optimizer)
+                            self.scaler.update()
+                            if self.ema is not None:
+                                ema_update(self.ema, self.model, cfg.ema)
+                    step += 1
+                    clean = True
+                    steps_in_int += 1
+                    vals = {k: float(v.detach()) for k, v in terms.items()}
+                    if ok:
+                        bad_run = 0
+                        n_good += 1
+                        for k, v in vals.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                        last_terms = vals
+                    else:
+                        bad_run += 1
+                        self.bad_total += 1
+                        self.optimizer.zero_grad(set_to_none=True)
+                        bar.note(f"step {step}: non-finite loss/gradient ({bad_run} in a row), update skipped")
+                        if bad_run >= cfg.max_bad_steps:
+                            raise TrainingDiverged(
+                                f"{bad_run} consecutive steps with a NaN/Inf loss or gradient (last at step {step}); "
+                                f"stopped. The last checkpoint in {self.out} predates them: resume with a lower --lr or --clip-grad"
+                            )
+                    for cb in self.on_step:
+                        cb(step, vals)
+                    bar.advance(step, last_terms, self.last_val)
+                    if not self.dist.is_main:
+                        continue
+                    row: dict[str, Any] | None = None
+                    if step % cfg.log_every == 0 or step == cfg.steps:
+                        now = time.perf_counter()
+                        row = {"step": step, "lr": lr, "it_s": steps_in_int / max(now - t_int, 1e-9), "bad_steps": self.bad_total}
+                        row.update({k: v / max(n_good, 1) for k, v in sums.items()})
+                        sums, n_good, steps_in_int, t_int = {}, 0, 0, now
+                    if self.val_images and (step % cfg.val_every == 0 or step == cfg.steps):
+                        self.last_val = validate(self.ema or self.model, self.val_images, self.device, self.amp)
+                        row = row or {"step": step, "lr": lr}
+                        row.update(val_psnr=self.last_val["psnr"], val_ssim=self.last_val["ssim"])
+                        if self.best_psnr is None or self.last_val["psnr"] > self.best_psnr:
+                            self.best_psnr = self.last_val["psnr"]
+                            wall = self.wall_before + time.perf_counter() - t0
+                            save_weights(self.ema or self.model, self.out / ck.BEST_WEIGHTS, card=self._card(step, wall))
+                        bar.note(
+                            f"step {step}: val PSNR {self.last_val['psnr']:.2f} dB (input {self.last_val['input_psnr']:.2f}, "
+                            f"gain {self.last_val['gain_psnr']:+.2f}), SSIM {self.last_val['ssim']:.4f}"
+                        )
+                    if row is not None:
+                        row["wall_s"] = self.wall_before + time.perf_counter() - t0
+                        assert log is not None
+                        log.write(row)
+                        for cb_log in self.on_log:
+                            cb_log(row)
+                        if not bar.live:
+                            bar.note(_fmt_row(row))
+                    if step % cfg.save_every == 0 or step == cfg.steps:
+                        self._save(step, self.wall_before + time.perf_counter() - t0)
+        except KeyboardInterrupt:
+            if self.dist.is_main and clean and step > self.start_step:
+                self._save(step, self.wall_before + time.perf_counter() - t0)
+            saved = "state saved" if clean and step > self.start_step else "last periodic save kept"
+            raise TrainingInterrupted(f"interrupted at step {step}; {saved} in {self.out}, continue with --resume") from None
+        wall = self.wall_before + time.perf_counter() - t0
+        return TrainResult(self.out, step, wall, self.last_val, self.best_psnr, self.bad_total, last_terms)
+
+
+def _fmt_row(row: dict[str, Any]) -> str:
+    parts = [f"step {row['step']}"]
+    for k, v in row.items():
+        if k in ("step", "wall_s") or v is None:
+            continue
+        parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    return "  ".join(parts)
+
+
+class _Progress:
+    """Rich live progress on stderr when it is a terminal; plain lines otherwise."""
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled
+        self.live = enabled and self.console.is_terminal
+        self.total, self.start = total, start
+        self._p: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._p = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                console=self.console, transient=False,
+            )
+            self._p.__enter__()
+            self._task = self._p.add_task("train", total=self.total, completed=self.start, rate="", info="")
+            self._t0, self._s0 = time.perf_counter(), self.start
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def advance(self, step: int, terms: dict[str, float], val: dict[str, float] | None) -> None:
+        if self._p is None:
+            return
+        rate = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
+        info = " ".join(f"{k} {v:.4f}" for k, v in terms.items())
+        if val:
+            info += f" | val {val['psnr']:.2f} dB"
+        self._p.update(self._task, completed=step, rate=f"{rate:.2f} it/s", info=info)
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text, highlight=False, soft_wrap=True)

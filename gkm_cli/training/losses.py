@@ -1,0 +1,179 @@
+"""Training losses of the GKM family, as pure functions of network outputs and targets.
+
+GGKMNet (TPAMI 2024, Sec. 4.4, eqs. 17-21)::
+
+    total = L_MSE + 0.1 L_FR + 0.1 L_SSIM + 0.1 L_SR,   each L = sum_t w_t * term(x(t), x_GT(t))
+
+with ``w_t = 2^(1-t)``. The scale recurrence runs coarse to fine (x(t) uses up2(x(t-1))), so
+t = 1 is the COARSEST scale and the literal weights are 1, 0.5, 0.25 from coarse to fine (the
+finest estimate, the one we output, weighs least). We follow the paper by default and make the
+weights a setting (``LossConfig.scale_weights``, coarse -> fine) so "finest first" (0.25, 0.5, 1)
+is one flag away. Per-scale terms are means over pixels (the paper writes norms; means keep the
+weights independent of patch size). GT and input pyramids use
+:func:`gkm_cli.ops.pyramid.build_pyramid`, the resampling the networks use at inference.
+
+GKMANet: the same without the self-reconstruction term. GKMNet (reference code, see
+reference_gkmnet.md 1.8): sum over scales of MSE (equal weights); after ``ssim_phase_start``
+steps, cycles of ``ssim_phase_period`` steps whose first half uses sum(1 - SSIM) instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from gkm_cli.nets.base import DeblurOutput
+from gkm_cli.ops.pyramid import build_pyramid
+from gkm_cli.training.config import LossConfig
+
+__all__ = [
+    "fft_l1",
+    "gaussian_taps",
+    "loss_terms",
+    "paper_scale_weights",
+    "recipe_for",
+    "ssim_loss",
+    "ssim_map_mean",
+]
+
+
+def gaussian_taps(size: int, sigma: float, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Normalised 1-D Gaussian profile of ``size`` taps (odd), ``sigma`` in pixels."""
+    x = torch.arange(size, device=device, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return (g / g.sum()).to(dtype)
+
+
+def _blur_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Separable depthwise 'valid' correlation of N x C x H x W with a 1-D profile."""
+    c = x.shape[1]
+    k = taps.numel()
+    x = F.conv2d(x, taps.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(x, taps.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+
+
+def ssim_map_mean(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    data_range: float = 1.0,
+    window: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Differentiable SSIM per image, shape (N,): Gaussian window (11 taps, sigma 1.5 px),
+    'valid' filtering, population statistics, mean over pixels then channels (the convention of
+    gkm_cli.metrics.ssim with the gaussian11 window). Images smaller than the window use the
+    largest odd window that fits (same sigma, renormalised), so the coarse scale of a small patch
+    still has an SSIM term."""
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"ssim needs two N x C x H x W tensors of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
+    size = min(window, x.shape[-2], x.shape[-1])
+    size -= 1 - size % 2  # odd
+    taps = gaussian_taps(max(size, 1), sigma, device=x.device, dtype=x.dtype)
+    n, c = x.shape[:2]
+    f = _blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), taps)
+    mu_x, mu_y, e_xx, e_yy, e_xy = f.split(c, dim=1)
+    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    num = (2 * mu_xy + c1) * (2 * (e_xy - mu_xy) + c2)
+    den = (mu_xx + mu_yy + c1) * ((e_xx - mu_xx) + (e_yy - mu_yy) + c2)
+    return (num / den).mean(dim=(2, 3)).mean(dim=1).reshape(n)
+
+
+def ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``1 - SSIM`` (data range 1)."""
+    return (1.0 - ssim_map_mean(x, y)).mean()
+
+
+def fft_l1(x: torch.Tensor, y: torch.Tensor, norm: str = "ortho") -> torch.Tensor:
+    """L1 distance of 2-D spectra: mean over the real and imaginary parts of rfft2(x - y).
+
+    ``norm="ortho"`` (default) is unitary, so the term does not grow with the patch size;
+    ``"backward"`` is the unnormalised form of the public reference code (it grows with
+    sqrt(H W) and then dominates the other terms at 256 px)."""
+    d = torch.fft.rfft2((x - y).float(), norm=norm)  # type: ignore[arg-type]
+    return torch.view_as_real(d).abs().mean()
+
+
+def paper_scale_weights(scales: int) -> tuple[float, ...]:
+    """GGKMNet's ``w_t = 2^(1-t)``, t = 1 the coarsest: coarse -> fine (1, 0.5, 0.25 for T = 3)."""
+    return tuple(2.0 ** (1 - t) for t in range(1, scales + 1))
+
+
+def recipe_for(model_name: str, recipe: str = "auto") -> str:
+    """The loss recipe for an architecture: ggkmnet(_l) -> ggkmnet, gkmanet, gkmnet."""
+    if recipe != "auto":
+        return recipe
+    if model_name.startswith("ggkmnet"):
+        return "ggkmnet"
+    if model_name in ("gkmanet", "gkmnet"):
+        return model_name
+    raise ValueError(f"no loss recipe for {model_name!r}")
+
+
+def _match(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop two tensors to their common H x W (pyramid floors vs network ceils at odd sizes)."""
+    h, w = min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])
+    return a[..., :h, :w], b[..., :h, :w]
+
+
+def gkmnet_ssim_phase(step: int, cfg: LossConfig) -> bool:
+    """GKMNet's schedule: True when step ``step`` trains on sum(1 - SSIM) instead of MSE."""
+    if step < cfg.ssim_phase_start:
+        return False
+    period = max(2, cfg.ssim_phase_period)
+    return (step - cfg.ssim_phase_start) % period < period // 2
+
+
+def loss_terms(
+    out: DeblurOutput,
+    sharp: torch.Tensor,
+    blur: torch.Tensor,
+    *,
+    recipe: str,
+    cfg: LossConfig,
+    step: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Named loss terms (already summed over scales with their weights) and ``total``.
+
+    ``out.scales`` coarse -> fine; ``sharp``/``blur`` N x 3 x H x W in [0,1] (targets and the
+    network input). Terms are fp32 whatever the network ran in.
+    """
+    xs = [s.float() for s in out.scales]
+    n_scales = len(xs)
+    gts = build_pyramid(sharp.float(), n_scales)
+    if recipe == "gkmnet":
+        mse = sum(F.mse_loss(*_match(x, g)) for x, g in zip(xs, gts))
+        ssim = sum(ssim_loss(*_match(x, g)) for x, g in zip(xs, gts))
+        total = ssim if gkmnet_ssim_phase(step, cfg) else mse
+        return {"mse": mse, "ssim": ssim, "total": total}  # type: ignore[dict-item]
+    weights: Sequence[float] = cfg.scale_weights or paper_scale_weights(n_scales)
+    if len(weights) != n_scales:
+        raise ValueError(f"{len(weights)} scale weights for a {n_scales}-scale network")
+    terms: dict[str, torch.Tensor] = {}
+    pairs = [_match(x, g) for x, g in zip(xs, gts)]
+    terms["mse"] = sum(w * F.mse_loss(x, g) for w, (x, g) in zip(weights, pairs))  # type: ignore[assignment]
+    terms["fft"] = sum(w * fft_l1(x, g, cfg.fft_norm) for w, (x, g) in zip(weights, pairs))  # type: ignore[assignment]
+    terms["ssim"] = sum(w * ssim_loss(x, g) for w, (x, g) in zip(weights, pairs))  # type: ignore[assignment]
+    total = terms["mse"] + cfg.fft_weight * terms["fft"] + cfg.ssim_weight * terms["ssim"]
+    if recipe == "ggkmnet":
+        if out.reconstruction is None:
+            raise ValueError("the ggkmnet loss needs out.reconstruction (forward with reconstruct=True)")
+        ys = build_pyramid(blur.float(), n_scales)
+        terms["recon"] = sum(  # type: ignore[assignment]
+            w * F.l1_loss(*_match(r.float(), y)) for w, r, y in zip(weights, out.reconstruction, ys)
+        )
+        total = total + cfg.recon_weight * terms["recon"]
+    elif recipe != "gkmanet":
+        raise ValueError(f"unknown loss recipe {recipe!r}")
+    terms["total"] = total
+    return terms
+
+
+def is_finite(t: torch.Tensor) -> bool:
+    return bool(torch.isfinite(t).all()) and not math.isnan(float(t))
