@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from gkm_cli.engine.device import precision_name, select_device, select_dtype
-from gkm_cli.engine.runner import Engine, EngineResult
+from gkm_cli.engine.runner import Engine, EngineResult, TileProgress
 from gkm_cli.engine.tiling import TileSettings
 from gkm_cli.errors import UsageError
 from gkm_cli.images import Image, with_pixels
@@ -216,13 +216,14 @@ class Deblurrer:
         return result.sigma
 
     # --- images with metadata ---------------------------------------------------------------
-    def deblur_image(self, img: Image) -> Image:
-        """Deblur a :class:`gkm_cli.images.Image`; metadata, alpha and sample type are kept."""
-        result = self.engine.run(img.pixels, image=True)
+    def deblur_image(self, img: Image, on_tile: TileProgress | None = None) -> Image:
+        """Deblur a :class:`gkm_cli.images.Image`; metadata, alpha and sample type are kept.
+        ``on_tile(done, total)`` reports progress through the tiles of a large image."""
+        result = self.engine.run(img.pixels, image=True, on_tile=on_tile)
         return with_pixels(img, result.image)
 
-    def blurmap_image(self, img: Image) -> np.ndarray:
+    def blurmap_image(self, img: Image, on_tile: TileProgress | None = None) -> np.ndarray:
         """Sigma map (H x W float32, px) of a :class:`gkm_cli.images.Image`."""
-        result = self.engine.run(img.pixels, image=False, sigma=True)
+        result = self.engine.run(img.pixels, image=False, sigma=True, on_tile=on_tile)
         assert result.sigma is not None
         return result.sigma

@@ -230,9 +230,11 @@ def test_context_built_once_per_image(monkeypatch):
 
     monkeypatch.setattr(model, "context_stats_padded", counting_stats)
     monkeypatch.setattr(model, "make_context", counting_make)
-    result = Engine(model, CPU, tiling=TileSettings(tile=32, overlap=16)).run(photo(64, 96))
+    ticks = []
+    result = Engine(model, CPU, tiling=TileSettings(tile=32, overlap=16)).run(photo(64, 96), on_tile=lambda d, t: ticks.append((d, t)))
     assert result.tiles == 6
     assert calls == {"stats": 6, "make": 1}
+    assert ticks == [(i, 12) for i in range(1, 13)]  # context pass, then deblur pass
 
 
 def test_gray_runs_as_replicated_rgb():

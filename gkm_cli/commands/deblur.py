@@ -168,9 +168,12 @@ def run_command(opts: RunOptions, err: Console) -> int:
         return read_image(job.source.path)
 
     def process(job: Any, img: Any) -> Any:
+        def on_tile(done: int, total: int) -> None:
+            progress.update(tiles_id, completed=done, total=total, visible=done < total)
+
         if blurmap:
-            return deblurrer.blurmap_image(img)
-        return deblurrer.deblur_image(img)
+            return deblurrer.blurmap_image(img, on_tile)
+        return deblurrer.deblur_image(img, on_tile)
 
     def write(job: Any, result: Any) -> None:
         from gkm_cli.images import encode_image, write_image
@@ -221,6 +224,7 @@ def run_command(opts: RunOptions, err: Console) -> int:
     counts = {OK: 0, SKIPPED: 0, FAILED: 0}
     megapixels = 0.0
     task_id = progress.add_task(f"{tag}gkm {opts.task}", total=len(mine), rate="")
+    tiles_id = progress.add_task(f"{tag}  tiles of this image", total=None, rate="", visible=False)
 
     def on_record(record: Record) -> None:
         nonlocal megapixels

@@ -89,8 +89,9 @@ def expand_inputs(args: Sequence[str], *, recursive: bool = False, exclude: Path
 
     Folders give their image files (by suffix; ``recursive``: also in sub-folders); globs give
     their matching files (``**`` spans folders); files named explicitly are taken whatever
-    their suffix (a non-image then fails to read and is reported). Hidden files and anything
-    inside ``exclude`` (the output folder) are skipped in folders and globs. ``-`` is stdin and
+    their suffix (a non-image then fails to read and is reported). Hidden files, and anything
+    inside ``exclude`` (the output folder) when it lies below the folder searched, are skipped
+    in folders and globs. ``-`` is stdin and
     must be the only input. Arguments that match nothing raise :class:`UsageError`.
     """
     if STDIO in args:
@@ -109,7 +110,7 @@ def expand_inputs(args: Sequence[str], *, recursive: bool = False, exclude: Path
             path.is_file()
             and path.suffix.lower() in SUPPORTED_SUFFIXES
             and not _is_hidden(path, root)
-            and not (exclude is not None and _is_inside(path, exclude))
+            and not (exclude is not None and _is_inside(path, exclude) and not _is_inside(root, exclude))
         )
 
     for arg in args:

@@ -48,6 +48,8 @@ from gkm_cli.errors import GkmError, UsageError
 from gkm_cli.nets import ContextStats, GkmNetwork
 
 Notify = Callable[[str], None]
+#: Called as ``on_tile(done, total)`` after each tile pass (context pass + deblur pass).
+TileProgress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -128,10 +130,13 @@ class Engine:
         return plan_tiles(hp, wp, core, self.overlap)
 
     # --- running ----------------------------------------------------------------------------
-    def run(self, pixels: np.ndarray, *, image: bool = True, sigma: bool = False) -> EngineResult:
+    def run(
+        self, pixels: np.ndarray, *, image: bool = True, sigma: bool = False, on_tile: TileProgress | None = None
+    ) -> EngineResult:
         """Restore an H x W x C float32 array in [0, 1] (C = 1 gray or 3 RGB).
 
         Gray is replicated to RGB for the network and the three output channels averaged back.
+        ``on_tile(done, total)`` reports progress through the tile passes of a tiled image.
         """
         if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
             raise ValueError(f"expected H x W x C float32 pixels with C in (1, 3), got {pixels.shape}")
@@ -140,7 +145,7 @@ class Engine:
         while True:
             plan = self.plan(pixels.shape[0], pixels.shape[1])
             try:
-                return self._run_plan(pixels, plan, image, sigma)
+                return self._run_plan(pixels, plan, image, sigma, on_tile or (lambda done, total: None))
             except _OutOfMemory:
                 core = min(plan.core, max(pixels.shape[:2]))
                 smaller = max(ALIGN, core // 2 // ALIGN * ALIGN)
@@ -219,7 +224,9 @@ class Engine:
             self.notify("reduced-precision output was not finite for a tile: re-running such tiles in fp32")
             self._warned_precision = True
 
-    def _run_plan(self, pixels: np.ndarray, plan: TilePlan, want_image: bool, want_sigma: bool) -> EngineResult:
+    def _run_plan(
+        self, pixels: np.ndarray, plan: TilePlan, want_image: bool, want_sigma: bool, on_tile: TileProgress
+    ) -> EngineResult:
         h, w, c = pixels.shape
         reruns = 0
         with torch.inference_mode(), self._guard_oom():
@@ -232,11 +239,15 @@ class Engine:
                 return EngineResult(out_img, out_sig, 1, plan.core, reruns)
 
             context = None
+            passes = len(plan.tiles) * (2 if self.model.uses_context else 1)
+            done = 0
             if self.model.uses_context:
                 total: ContextStats | None = None
                 for tile in plan.tiles:
                     part = self._context_stats(self._tile_tensor(pixels, tile), tile, plan)
                     total = part if total is None else total + part
+                    done += 1
+                    on_tile(done, passes)
                 context = self.model.make_context(total)
 
             out_img = np.zeros((h, w, c), np.float32) if want_image else None
@@ -245,6 +256,8 @@ class Engine:
                 img, sig, again = self._forward(self._tile_tensor(pixels, tile), context, want_image, want_sigma)
                 reruns += again
                 _blend(tile, plan, (h, w), img, sig, out_img, out_sig)
+                done += 1
+                on_tile(done, passes)
             return EngineResult(out_img, out_sig, len(plan.tiles), plan.core, reruns)
 
 

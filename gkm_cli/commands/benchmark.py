@@ -1,0 +1,162 @@
+"""``gkm benchmark`` (speed, memory, parameters, MACs) and ``gkm models export`` (ONNX).
+
+Exit codes: 0 on success, 2 for usage errors (bad size, unknown model, impossible combination
+such as ``--cuda-graphs`` on the CPU or ``--tile`` without the tiling engine), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gkm_cli.errors import UsageError
+
+__all__ = ["benchmark", "export", "register"]
+
+
+def benchmark(
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Architecture(s) to measure (repeatable; default: the default model). 'all' = every one.")] = None,
+    size: Annotated[Optional[list[str]], typer.Option("--size", "-s", help="Input size WIDTHxHEIGHT (repeatable), e.g. 1280x720. Default 512x512.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "cpu",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (reduced precisions run under autocast).")] = "fp32",
+    batch: Annotated[int, typer.Option(min=1, help="Images per forward.")] = 1,
+    tile: Annotated[Optional[int], typer.Option(help="Run through the tiling engine with this core size (px).")] = None,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the network first (warm-up includes compilation).")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="Model and input in channels_last memory format.")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture one forward in a CUDA graph and time replays (CUDA only).")] = False,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per configuration.")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed runs first.")] = 1,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (default: PyTorch's).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Time these weights instead of a random initialisation.")] = None,
+    compare_reference: Annotated[bool, typer.Option("--compare-reference", help="Also time the reference path (direct 2-D Gaussian bank, unfused), interleaved, and print the ratio.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (all fields) on stdout instead of the table.")] = False,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write a Markdown table to this file.")] = None,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Measure in this process (faster start; peak RSS then includes earlier configurations).")] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", hidden=True, help="Use the small test configs (smoke runs).")] = False,
+) -> None:
+    """Measure parameters, MACs, latency, throughput and peak memory per model and size.
+
+    Each configuration runs in a fresh subprocess by default, so the CPU peak-RSS figure is its own.
+
+    Latency = median (and quartiles) of --runs timed forwards after --warmup untimed ones.
+    """
+    from gkm_cli.benchmark import BenchConfig, parse_size, report, run_config, run_isolated, to_markdown, validate
+    from gkm_cli.nets import default_model, list_models
+
+    names = model or [default_model()]
+    if "all" in names:
+        names = list_models()
+    sizes = [parse_size(s) for s in (size or ["512x512"])]
+    configs = [
+        BenchConfig(
+            model=name,
+            height=h,
+            width=w,
+            batch=batch,
+            device=device,
+            precision=precision,
+            tile=tile,
+            compile=compile_,
+            channels_last=channels_last,
+            cuda_graphs=cuda_graphs,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            compare_reference=compare_reference,
+            weights=str(weights) if weights else None,
+            tiny=tiny,
+        )
+        for name in names
+        for h, w in sizes
+    ]
+    for cfg in configs:  # fail fast, before any subprocess starts
+        validate(cfg)
+    err = Console(stderr=True)
+    results = []
+    for cfg in configs:
+        err.print(f"[dim]measuring {cfg.model} at {cfg.width}x{cfg.height} on {cfg.device} ({cfg.precision})...[/]", highlight=False)
+        results.append(run_config(cfg) if in_process else run_isolated(cfg))
+    doc = report(results)
+    if markdown is not None:
+        from gkm_cli.nets.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(markdown, to_markdown(doc).encode())
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    console = Console()
+    _print_table(doc, console if console.is_terminal else Console(width=200))
+
+
+def _print_table(doc: dict, console: Console) -> None:
+    from gkm_cli.benchmark import TABLE_COLUMNS
+
+    m = doc["machine"]
+    table = Table(title=f"gkm benchmark - torch {m['torch']}, {m['cpu']}, {m['torch_threads']} threads")
+    for name, _ in TABLE_COLUMNS:
+        table.add_column(name, overflow="fold", no_wrap=name in ("model", "WxH"))
+    for r in doc["results"]:
+        table.add_row(*(fn(r) for _, fn in TABLE_COLUMNS))
+    console.print(table)
+    console.print(
+        "[dim]GMACs all = every op (FlopCounterMode / 2, reference path, incl. the Gaussian bank); "
+        "mod. = conv/linear modules only; paper = thop/2 over modules, as the papers print them "
+        "(their number in brackets). Peak MiB: CUDA max allocated, or growth of the process peak RSS "
+        "on the CPU. ref. s / speed-up: the reference path (direct 2-D bank), interleaved.[/]"
+    )
+
+
+def export(
+    name: Annotated[str, typer.Argument(help="Architecture to export (its weights: --weights or the shipped ones).")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Output .onnx file.")],
+    weights: Annotated[Optional[Path], typer.Option(help="Weights file (default: models/<NAME>.safetensors).")] = None,
+    opset: Annotated[int, typer.Option(min=13, help="ONNX opset.")] = 17,
+    random_init: Annotated[bool, typer.Option("--random-init", help="Export a randomly initialised network (for testing the pipeline).")] = False,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Compare ONNX Runtime with torch on a 64x96 input.")] = True,
+) -> None:
+    """Export a network to ONNX (dynamic batch, height, width; H and W multiples of 16).
+
+    Inputs of other sizes must be reflect-padded first and the outputs cropped, as gkm_cli.export.OnnxDeblurrer does.
+
+    Outputs: image (N x 3 x H x W) and sigma (N x 1 x H x W blur map, pixels).
+    """
+    import numpy as np
+    import torch
+
+    from gkm_cli.export import OnnxDeblurrer, export_onnx
+    from gkm_cli.nets import create_model
+    from gkm_cli.nets.checkpoint import load_weights, resolve_model
+
+    if random_init:
+        if weights is not None:
+            raise UsageError("--random-init and --weights exclude each other")
+        torch.manual_seed(0)
+        net = create_model(name).eval()
+    else:
+        _, path = resolve_model(name, weights)
+        net = load_weights(path)
+        if net.spec.name != name:
+            raise UsageError(f"{path} holds {net.spec.name}, not {name}")
+    data = export_onnx(net, onnx, opset=opset)
+    console = Console(stderr=True)
+    console.print(f"wrote {onnx} ({len(data) / 2**20:.1f} MiB, opset {opset})", highlight=False)
+    if check:
+        x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            ref = net(x).image.numpy()
+        got = OnnxDeblurrer(data).run(x.numpy())
+        diff = float(np.abs(got - ref).max())
+        console.print(f"ONNX Runtime vs torch on 64x96: max |diff| = {diff:.2e}", highlight=False)
+        if not diff <= 1e-3:
+            raise UsageError(f"exported model disagrees with torch (max |diff| {diff:.2e} > 1e-3)")
+
+
+def register(app: typer.Typer, models_app: typer.Typer) -> None:
+    app.command("benchmark")(benchmark)
+    models_app.command("export")(export)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The exact recipe behind models/ggkmnet.safetensors (see models/README.md for results).
+# Data: synthetic defocus of the sharp photos in ../shared/data/sharp, minus the held-out photos
+# listed in scripts/make_samples.py (HELD_OUT), which make the fixed synthetic validation set.
+# Usage: scripts/train_shipped.sh [extra gkm train run flags, e.g. --resume --steps 8000]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SHARED="${GKM_SHARED_DATA:-$ROOT/../shared/data}"
+RUN="${GKM_RUN_DIR:-$ROOT/runs/ggkmnet-synth}"
+DATA="$ROOT/runs/data"
+bash "$ROOT/scripts/bootstrap.sh"
+PY="$ROOT/.venv/bin/python"
+
+# Split the sharp photos into training / held-out folders (symlinks), by the HELD_OUT list.
+mkdir -p "$DATA/sharp_train" "$DATA/sharp_heldout"
+"$PY" - "$SHARED/sharp" "$DATA" <<'PYEOF'
+import sys
+from pathlib import Path
+sys.path.insert(0, "scripts")
+from make_samples import HELD_OUT
+sharp, data = Path(sys.argv[1]), Path(sys.argv[2])
+for f in sorted(sharp.rglob("*")):
+    if f.suffix.lower() not in {".png", ".jpg", ".jpeg", ".tif", ".tiff"}:
+        continue
+    rel = f.relative_to(sharp).as_posix()
+    link = data / ("sharp_heldout" if rel in HELD_OUT else "sharp_train") / rel.replace("/", "_")
+    if not link.exists():
+        link.symlink_to(f.resolve())
+PYEOF
+
+# The fixed synthetic validation set (deterministic for the seed).
+[ -d "$DATA/val_synth/blur" ] || "$ROOT/.venv/bin/gkm" train synth --from "$DATA/sharp_heldout" \
+  --out "$DATA/val_synth" --n 24 --size 256 --seed 2026
+
+exec "$ROOT/.venv/bin/gkm" train run --out "$RUN" --model ggkmnet \
+  --synth-from "$DATA/sharp_train" --synth-holdout 0 \
+  --val "$DATA/val_synth" --val-every 500 --val-max-size 256 \
+  --patch 128 --batch 4 --steps 4000 --lr 3e-4 --lr-halve-start 2500 --lr-halve-every 750 \
+  --ema 0.999 --save-every 250 --threads 1 --workers 1 --seed 0 "$@"
