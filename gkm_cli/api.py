@@ -143,7 +143,8 @@ class Deblurrer:
         notify: Callable[[str], None] | None = None,
         local_rank: int | None = None,
     ) -> Deblurrer:
-        """Wrap an in-memory network (tests, training validation); it is put in eval mode."""
+        """Wrap an in-memory network (tests, training validation); it is moved to the device and
+        run in eval mode (its own train/eval mode is restored after each call)."""
         self = cls.__new__(cls)
         self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, None)
         return self

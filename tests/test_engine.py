@@ -237,6 +237,15 @@ def test_context_built_once_per_image(monkeypatch):
     assert ticks == [(i, 12) for i in range(1, 13)]  # context pass, then deblur pass
 
 
+def test_run_restores_training_mode():
+    model = tiny().train()
+    Engine(model, CPU).run(photo(32, 32))
+    assert model.training
+    model.eval()
+    Engine(model, CPU).run(photo(32, 32))
+    assert not model.training
+
+
 def test_gray_runs_as_replicated_rgb():
     model = tiny()
     gray = photo(40, 56, c=1)

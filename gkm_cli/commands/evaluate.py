@@ -8,6 +8,7 @@ unless ``--strict``), 1 when nothing could be scored (or ``--strict`` and any pr
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -92,8 +93,12 @@ def _print_tables(report: Any, console: Console) -> None:
 
 
 def evaluate(
-    pred_dir: Annotated[Path, typer.Argument(metavar="PRED_DIR", help="Folder of restored images (predictions).", show_default=False)],
-    gt_dir: Annotated[Path, typer.Argument(metavar="GT_DIR", help="Folder of ground-truth images; files pair by stem.", show_default=False)],
+    pred_dir: Annotated[
+        Optional[Path], typer.Argument(metavar="[PRED_DIR]", help="Folder of restored images (predictions).", show_default=False)
+    ] = None,
+    gt_dir: Annotated[
+        Optional[Path], typer.Argument(metavar="[GT_DIR]", help="Folder of ground-truth images; files pair by stem.", show_default=False)
+    ] = None,
     input_dir: Annotated[
         Optional[Path], typer.Option("--input-dir", help="Folder of the blurred inputs: adds baseline and gain columns.")
     ] = None,
@@ -127,13 +132,34 @@ def evaluate(
         Optional[Path], typer.Option("--lpips-weights", help="LPIPS safetensors file (default: models/lpips).")
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any file had a problem.")] = False,
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Dataset root (DPDD, LFDOF, RealDOF, RTF, blur/+sharp/): deblur it with --model and score.")
+    ] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Architecture for --data (default: ggkmnet).")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Checkpoint for --data (default: the shipped one).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split of --data (default: its test split, if any).")] = None,
+    save_dir: Annotated[Optional[Path], typer.Option("--save-dir", help="With --data: also write the restored images here.")] = None,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="With --data: tile size in px (default: from free memory).")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="With --data: auto, fp32, fp16, bf16.")] = "auto",
 ) -> None:
-    """Score restored images against ground truth (PSNR, SSIM, LPIPS, MAE, colour-aligned PSNR)."""
+    """Score restored images against ground truth (PSNR, SSIM, LPIPS, MAE, colour-aligned PSNR).
+
+    Either PRED_DIR GT_DIR (files paired by stem), or --data ROOT [--model NAME] to run the
+    engine on a dataset and score it (inputs are scored too, so the gain is shown)."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
+        if data is not None:
+            if pred_dir is not None or gt_dir is not None or input_dir is not None:
+                raise UsageError("give either PRED_DIR GT_DIR or --data ROOT, not both")
+            model_run = _ModelRun(data, model, weights, split, save_dir, tile, precision)
+        elif pred_dir is None or gt_dir is None:
+            raise UsageError("give PRED_DIR and GT_DIR, or --data ROOT with --model")
+        else:
+            model_run = None
         code = _run(
             pred_dir, gt_dir, input_dir, metrics, protocol, bit_depth, round_, crop_border, crop_top,
             y_channel, ssim_window, data_range, report or [], as_json, device, lpips_weights, strict, err,
+            model_run,
         )  # fmt: skip
     except GkmError as exc:
         err.print(f"[bold red]error:[/] {exc}")
@@ -161,13 +187,14 @@ def _run(
     lpips_weights: Path | None,
     strict: bool,
     err: Console,
+    model_run: _ModelRun | None = None,
 ) -> int:
     from gkm_cli.evaluation import REPORT_SUFFIXES, EvalSettings, evaluate_folders, render_json, write_report
 
     for path in reports:
         if path.suffix.lower() not in REPORT_SUFFIXES:
             raise UsageError(f"unknown report format for {path} (use {', '.join(REPORT_SUFFIXES)})")
-    for label, folder in (("PRED_DIR", pred_dir), ("GT_DIR", gt_dir), ("--input-dir", input_dir)):
+    for label, folder in (("PRED_DIR", pred_dir), ("GT_DIR", gt_dir), ("--input-dir", input_dir), ("--data", model_run and model_run.data)):
         if folder is not None and not folder.is_dir():
             raise UsageError(f"{label} is not a folder: {folder}")
     proto = _protocol_from_options(protocol, bit_depth, round_, crop_border, crop_top, y_channel, ssim_window, data_range)
@@ -183,7 +210,11 @@ def _run(
         if err.is_terminal:
             err.print(f"\r[{done}/{total}] {name}", end="")
 
-    result = evaluate_folders(pred_dir, gt_dir, input_dir, settings, progress=progress)
+    if model_run is not None:
+        result = model_run.evaluate(settings, device, progress, err)
+    else:
+        assert pred_dir is not None and gt_dir is not None
+        result = evaluate_folders(pred_dir, gt_dir, input_dir, settings, progress=progress)
     if err.is_terminal:
         err.print()
 
@@ -205,6 +236,30 @@ def _run(
         err.print(f"[bold red]error:[/] {len(result.problems)} problems and --strict")
         return 1
     return 0
+
+
+@dataclass(frozen=True)
+class _ModelRun:
+    """The --data mode's settings: which network on which dataset."""
+
+    data: Path
+    model: str | None
+    weights: Path | None
+    split: str | None
+    save_dir: Path | None
+    tile: int | None
+    precision: str
+
+    def evaluate(self, settings: Any, device: str, progress: Any, err: Console) -> Any:
+        from gkm_cli.api import Deblurrer
+        from gkm_cli.evaluation.model_eval import evaluate_model_on_dataset
+
+        deblurrer = Deblurrer(self.model, self.weights, device=device, precision=self.precision, tile=self.tile)
+        report, layout, split = evaluate_model_on_dataset(
+            deblurrer, self.data, settings, split=self.split, save_dir=self.save_dir, progress=progress
+        )
+        err.print(f"dataset: {layout.name} layout at {self.data}" + (f", split {split}" if split else "") + f"; model {deblurrer!r}")
+        return report
 
 
 def register(app: typer.Typer, models_app: typer.Typer | None = None) -> None:

@@ -78,7 +78,8 @@ class Engine:
 
     ``notify`` receives one-line messages for the user (e.g. the tile was halved after CUDA
     ran out of memory, said once). The only state that changes between images is the tile size
-    after such a fallback.
+    after such a fallback. The model is moved to ``device``; it runs in eval mode and its
+    previous train/eval mode is restored after every run (so training code can validate with it).
     """
 
     def __init__(
@@ -89,7 +90,7 @@ class Engine:
         tiling: TileSettings = TileSettings(),
         notify: Notify | None = None,
     ) -> None:
-        self.model = model.to(device).eval()
+        self.model = model.to(device)
         self.device = device
         self.dtype = dtype
         self.tiling = tiling
@@ -145,7 +146,8 @@ class Engine:
         while True:
             plan = self.plan(pixels.shape[0], pixels.shape[1])
             try:
-                return self._run_plan(pixels, plan, image, sigma, on_tile or (lambda done, total: None))
+                with _eval_mode(self.model):
+                    return self._run_plan(pixels, plan, image, sigma, on_tile or (lambda done, total: None))
             except _OutOfMemory:
                 core = min(plan.core, max(pixels.shape[:2]))
                 smaller = max(ALIGN, core // 2 // ALIGN * ALIGN)
@@ -259,6 +261,17 @@ class Engine:
                 done += 1
                 on_tile(done, passes)
             return EngineResult(out_img, out_sig, len(plan.tiles), plan.core, reruns)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode for the duration, then the model's previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _to_hwc(chw: torch.Tensor, channels: int) -> np.ndarray:

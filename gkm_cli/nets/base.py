@@ -154,6 +154,13 @@ class GkmNetwork(nn.Module):
             for m, flag in saved:
                 m.fast_paths = flag  # type: ignore[assignment]
 
+    def feature_input(self, y_t: torch.Tensor) -> torch.Tensor:
+        """The extractor's input: channels_last on the CPU in fast mode (oneDNN's convolutions
+        then skip their NCHW reorders, ~1.4x faster extractors), else ``y_t`` unchanged."""
+        if self.fast_paths and y_t.device.type == "cpu":
+            return y_t.contiguous(memory_format=torch.channels_last)
+        return y_t
+
     def gaussian_method(self) -> str:
         """The Gaussian-bank method in use: the config's (``auto`` by default), ``direct`` in
         reference mode."""
@@ -243,7 +250,7 @@ class GkmNetwork(nn.Module):
             raise ValueError(f"expected N x 3 x H x W input, got {tuple(y.shape)}")
         padded, size = pad_to_multiple(y, self.spec.size_multiple)
         pyramid = build_pyramid(padded, self.scales_count)
-        feats = [self.features(y_t) for y_t in pyramid]
+        feats = [self.features(self.feature_input(y_t)) for y_t in pyramid]
         if context is None and self.uses_context:
             context = self.make_context(self.context_stats_padded(padded, feats=feats))
         state: dict = {}

@@ -186,6 +186,7 @@ class GGKMNet(GkmNetwork):
         input, so the 6 + 6P channel concatenation is never built.
         """
         p3 = 3 * self.config.groups
+        beta_x, beta_y = beta_x.contiguous(), beta_y.contiguous()  # the extractor may run channels_last
         weight = self.summation.weight  # 3 x (6 + 6P) x 1 x 1
         in_place = not torch.is_grad_enabled()
         method = self.gaussian_method()

@@ -160,6 +160,7 @@ class GKMNet(GkmNetwork):
         neither the delta-prefixed bank nor the 132-channel concatenation is ever built.
         """
         k = self.num_kernels
+        weights = weights.contiguous()  # NCHW like the bank's output (the extractor may run channels_last)
         weight = self.summation.weight.view(3, 2, 3, k)  # out colour, input (y, x_up), colour, kernel
         in_place = not torch.is_grad_enabled()
         out = None
