@@ -181,6 +181,11 @@ def test_beside_the_input_and_no_second_pass_over_own_outputs(photos, weights):
     names = {Path(r["output"]).name for r in json_lines(folder.stdout)[:-1]}
     assert "odd_deblurred_deblurred.png" not in names and "odd_deblurred.png" in names
     assert not (photos / "odd_deblurred_deblurred.png").exists()
+    explicit = invoke("deblur", photos, "-o", photos, "--weights", weights, "--json", "-q")  # same folder: same rule
+    assert explicit.exit_code == 1  # broken.png
+    records = json_lines(explicit.stdout)[:-1]
+    assert {r["status"] for r in records if "odd" in r["input"]} == {"skipped"}
+    assert not list(photos.glob("*_deblurred_deblurred*"))
 
 
 def test_refuses_to_write_over_inputs(photos, weights):

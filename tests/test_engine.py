@@ -215,6 +215,15 @@ def test_tiled_matches_untiled_tiny(name):
     np.testing.assert_allclose(tiled.sigma, whole.sigma, atol=0.05)
 
 
+def test_gkmnet_tiles_with_a_note_that_it_is_not_tile_exact():
+    notes = []
+    eng = Engine(tiny("gkmnet"), CPU, tiling=TileSettings(tile=32, overlap=16), notify=notes.append)
+    for _ in range(2):
+        out = eng.run(photo(64, 80), sigma=True)
+        assert out.image.shape == (64, 80, 3) and out.sigma.shape == (64, 80) and out.tiles == 6
+    assert len(notes) == 1 and "not tile-exact" in notes[0]
+
+
 def test_context_built_once_per_image(monkeypatch):
     model = tiny()
     calls = {"stats": 0, "make": 0}

@@ -141,7 +141,10 @@ def run_command(opts: RunOptions, err: Console) -> int:
     beside = "_blurmap" if blurmap else "_deblurred"
     out_dir = Path(opts.output) if opts.output not in (None, STDIO) else None
     sources = expand_inputs(list(opts.inputs), recursive=opts.recursive, exclude=out_dir if out_dir is not None and out_dir.is_dir() else None)
-    if opts.output is None:
+    in_place = opts.output is None or (
+        out_dir is not None and any(s.root is not None and s.root.resolve() == out_dir.resolve() for s in sources)
+    )
+    if in_place:  # earlier outputs written beside their inputs are not inputs of this run
         sources = drop_previous_outputs(sources, beside if opts.suffix is None else opts.suffix)
     if not sources:
         raise UsageError(f"no image files (.png, .tif, .tiff, .jpg, .jpeg) found in {', '.join(opts.inputs)}")

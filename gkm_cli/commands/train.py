@@ -1,14 +1,17 @@
-"""``gkm train run`` (train or resume a network) and ``gkm train synth`` (write a fixed
-synthetic validation set).
+"""``gkm train run`` (train or resume a network), ``gkm train synth`` (write a fixed
+synthetic validation set) and ``gkm train plot`` (training curves of a run as a PNG).
 
 Every option defaults to "not given" so a resume (``--resume``) starts from the settings saved
 in ``OUT/last.state.safetensors`` and changes only what is given again (typically ``--steps``).
+Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set) ``run`` trains with
+DistributedDataParallel, one process per device; ``--batch`` is then the global batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -51,7 +54,8 @@ def _tuple(v: list[Any] | None) -> tuple | None:
 def register(app: typer.Typer, models_app: typer.Typer) -> None:
     del models_app
     train_app = typer.Typer(
-        help="Train a network (`gkm train run`) or write a fixed synthetic validation set (`gkm train synth`).",
+        help="Train a network (`gkm train run`), write a fixed synthetic validation set (`gkm train synth`) "
+        "or plot a run's training curves (`gkm train plot`).",
         no_args_is_help=True,
     )
     app.add_typer(train_app, name="train")
@@ -78,7 +82,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         val_synth_size: Annotated[Optional[int], typer.Option(help="Size of those patches, px [256].")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where its last save left it.")] = False,
         steps: Annotated[Optional[int], typer.Option(help="Total optimizer steps [10000].")] = None,
-        batch: Annotated[Optional[int], typer.Option(help="Batch size [4].")] = None,
+        batch: Annotated[Optional[int], typer.Option(help="Global batch size: under torchrun split evenly between the processes [4].")] = None,
         patch: Annotated[Optional[int], typer.Option(help="Training patch size, px, multiple of 16 [256].")] = None,
         lr: Annotated[Optional[float], typer.Option(help="Adam learning rate [1e-4].")] = None,
         lr_halve_start: Annotated[Optional[int], typer.Option(help="Step of the first lr decay [40% of --steps].")] = None,
@@ -90,7 +94,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         seed: Annotated[Optional[int], typer.Option(help="Seed of init, data and holdout [0].")] = None,
         workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes [0].")] = None,
         threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (torch.set_num_threads).")] = None,
-        device: Annotated[str, typer.Option(help="auto|cpu|cuda|cuda:N.")] = "auto",
+        device: Annotated[str, typer.Option(help="auto|cpu|cuda|cuda:N; under torchrun auto|cuda|cpu (rank on cuda:LOCAL_RANK).")] = "auto",
         save_every: Annotated[Optional[int], typer.Option(help="Save state + weights every N steps [500].")] = None,
         log_every: Annotated[Optional[int], typer.Option(help="Log row every N steps [10].")] = None,
         max_bad_steps: Annotated[Optional[int], typer.Option(help="Stop after N consecutive NaN/Inf steps [10].")] = None,
@@ -102,6 +106,8 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         fft_norm: Annotated[Optional[str], typer.Option(help="FFT normalisation ortho|backward|forward [ortho].")] = None,
         ssim_phase_start: Annotated[Optional[int], typer.Option(help="GKMNet recipe: first step of SSIM phases [87500].")] = None,
         ssim_phase_period: Annotated[Optional[int], typer.Option(help="GKMNet recipe: SSIM/MSE cycle length in steps [17500].")] = None,
+        plot: Annotated[Optional[Path], typer.Option("--plot", help="Write training curves to this PNG at every validation and at the end (needs matplotlib).")] = None,
+        save_all_ranks: Annotated[bool, typer.Option("--save-all-ranks", help="Debug: under torchrun every rank also writes its raw weights to OUT/ranks/rank{R}.safetensors at each save.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     ) -> None:
@@ -111,8 +117,14 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         from gkm_cli.nets import TINY_OVERRIDES
         from gkm_cli.training import TrainConfig, Trainer
         from gkm_cli.training.checkpointing import STATE_FILE, read_state_info
+        from gkm_cli.training.distributed import dist_from_env
         from gkm_cli.training.loop import pick_device
 
+        dist_env = dist_from_env(os.environ)
+        if plot is not None and (dist_env is None or dist_env.is_main):
+            from gkm_cli.training.plot import require_matplotlib
+
+            require_matplotlib()  # before training, not at the first validation
         if threads is not None:
             if threads < 1:
                 raise UsageError("--threads must be >= 1")
@@ -153,7 +165,19 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             if changed:
                 raise UsageError(f"--resume cannot change {', '.join(changed)} (saved run has {', '.join(f'{k}={getattr(base, k)}' for k in changed)})")
         cfg = config_from_options(given, base)
-        result = Trainer(cfg, out, device=pick_device(device), resume=resume, progress=not quiet).run()
+        if dist_env is None:
+            result = _train(Trainer(cfg, out, device=pick_device(device), resume=resume, progress=not quiet,
+                                    on_log=_plotters(out, plot), save_all_ranks=save_all_ranks), out, plot)
+        else:
+            from gkm_cli.training.distributed import distributed_session
+
+            with distributed_session(dist_env, device) as session:
+                trainer = Trainer(cfg, out, device=session.device, resume=resume, progress=not quiet, dist=session.info,
+                                  wrap_model=session.wrap, on_log=_plotters(out, plot) if session.info.is_main else (),
+                                  save_all_ranks=save_all_ranks, escalate_sigint=False)
+                result = _train(trainer, out, plot if session.info.is_main else None)
+            if not dist_env.is_main:
+                return
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         elif not quiet:
@@ -162,6 +186,19 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             if val:
                 msg += f"; val PSNR {val['psnr']:.2f} dB (input {val['input_psnr']:.2f}), best {result.best_psnr:.2f}"
             typer.echo(msg, err=True)
+
+    @train_app.command("plot")
+    def plot_cmd(
+        run_dir: Annotated[Path, typer.Argument(help="Run folder of `gkm train run` (or its log.csv).")],
+        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG to write [RUN_DIR/curves.png].")] = None,
+        title: Annotated[Optional[str], typer.Option(help="Figure title (default: the run folder's name).")] = None,
+    ) -> None:
+        """Plot a run's loss terms and validation PSNR/SSIM against the step (needs matplotlib)."""
+        from gkm_cli.training.plot import log_path, plot_run
+
+        dest = output if output is not None else log_path(run_dir).parent / "curves.png"
+        plot_run(run_dir, dest, title=title)
+        typer.echo(f"wrote {dest}", err=True)
 
     @train_app.command("synth")
     def synth(
@@ -180,3 +217,29 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         cfg = SynthConfig() if max_radius is None else SynthConfig(max_radius=max_radius)
         write_synthetic_set(photos, out, n=n, size=size, seed=seed, config=cfg, bits=bits)  # type: ignore[arg-type]
         typer.echo(f"wrote {n} synthetic pairs ({size}x{size}) from {len(photos)} photos to {out}", err=True)
+
+
+def _plotters(out: Path, plot: Path | None) -> list[Any]:
+    """The ``on_log`` observer that redraws ``plot`` at each validation (none without --plot)."""
+    if plot is None:
+        return []
+    from gkm_cli.training.plot import CurvePlotter
+
+    return [CurvePlotter(out, plot)]
+
+
+def _train(trainer: Any, out: Path, plot: Path | None) -> Any:
+    """Run ``trainer``; draw the final curves also when the run stops early (signal, divergence)."""
+    from gkm_cli.training import TrainingDiverged, TrainingInterrupted
+    from gkm_cli.training.plot import CurvePlotter
+
+    final = CurvePlotter(out, plot) if plot is not None else None
+    try:
+        result = trainer.run()
+    except (TrainingInterrupted, TrainingDiverged):
+        if final is not None:
+            final.write()
+        raise
+    if final is not None:
+        final.write()
+    return result

@@ -108,6 +108,7 @@ class Engine:
         self._core_limit: int | None = None  # set after an out-of-memory fallback
         self._warned_oom = False
         self._warned_precision = False
+        self._warned_inexact = False
 
     # --- planning ---------------------------------------------------------------------------
     def plan(self, height: int, width: int) -> TilePlan:
@@ -171,8 +172,7 @@ class Engine:
     def _guard_oom(self) -> Iterator[None]:
         try:
             yield
-        except _oom_errors() as e:
-            del e
+        except _oom_errors():
             raise _OutOfMemory() from None
 
     def _tensor(self, pixels: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray | slice) -> torch.Tensor:
@@ -240,6 +240,12 @@ class Engine:
                 out_sig = sig[0, 0].cpu().numpy() if sig is not None else None
                 return EngineResult(out_img, out_sig, 1, plan.core, reruns)
 
+            if not self.model.spec.tile_exact and not self._warned_inexact:
+                self.notify(
+                    f"{self.model.spec.name} is not tile-exact (layers pooling whole rows/columns): "
+                    f"tiled results differ slightly from one-piece ones; a larger --tile reduces this"
+                )
+                self._warned_inexact = True
             context = None
             passes = len(plan.tiles) * (2 if self.model.uses_context else 1)
             done = 0

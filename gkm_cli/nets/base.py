@@ -217,7 +217,7 @@ class GkmNetwork(nn.Module):
         core = core or (0, 0, h, w)
         full = full or (h, w)
         if feats is None:
-            feats = [self.features(y_t) for y_t in build_pyramid(y_tile, self.scales_count)]
+            feats = [self.features(self.feature_input(y_t)) for y_t in build_pyramid(y_tile, self.scales_count)]
         total: ContextStats | None = None
         for t, f in enumerate(feats):
             k = 2 ** (self.scales_count - 1 - t)

@@ -98,6 +98,8 @@ class AlphaAPU(nn.Module):
 
 
 class BetaAPU(nn.Module):
+    fast_paths: bool = True
+
     def __init__(self, cin: int, maps: int, lstm_kernel: int) -> None:
         super().__init__()
         self.memory = ConvLSTMCell(cin, maps, lstm_kernel)
@@ -109,6 +111,8 @@ class BetaAPU(nn.Module):
         h, c = self.memory(pooled, state)
         b1 = F.interpolate(h, size=f.shape[-2:], mode="bilinear", align_corners=False)
         b2 = self.detail(f)
+        if self.fast_paths and not torch.is_grad_enabled():
+            return torch.addcmul(b1, b1, b2).tanh_(), (h, c)  # one pass for b1 * b2 + b1
         return torch.tanh(b1 * b2 + b1), (h, c)
 
 
@@ -193,7 +197,10 @@ class GGKMNet(GkmNetwork):
         out = F.conv2d(y_t, weight[:, :3], self.summation.bias) + F.conv2d(x_up, weight[:, 3:6])
         for u, beta, start in ((x_up, beta_x, 6), (y_t, beta_y, 6 + p3)):
             z = gaussian_group_mix(u, self.bank, alpha, method)  # type: ignore[arg-type]  # N x 3 x P x H x W
-            z = z.mul_(beta) if in_place else z * beta
+            if in_place:  # one pass: weight by beta and make contiguous (the FFT path returns a crop)
+                z = torch.mul(z, beta, out=torch.empty(z.shape, dtype=torch.result_type(z, beta), device=z.device))
+            else:
+                z = z * beta
             term = F.conv2d(z.flatten(1, 2), weight[:, start : start + p3])
             out = out.add_(term) if in_place else out + term
         return out

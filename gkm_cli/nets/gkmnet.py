@@ -76,6 +76,8 @@ class AttentionUnit(nn.Module):
     the paper's tanh(b1 b2 + b1) with half the slope).
     """
 
+    fast_paths: bool = True
+
     def __init__(self, cin: int, maps: int, lstm_kernel: int = 5) -> None:
         super().__init__()
         self.detail = ConvBnRelu(cin, maps)
@@ -87,6 +89,9 @@ class AttentionUnit(nn.Module):
         state = carry_state(state, tuple(pooled.shape[-2:]))
         h, c = self.memory(pooled, state)
         h_up = F.interpolate(h, size=f.shape[-2:], mode="nearest")
+        if self.fast_paths and not torch.is_grad_enabled():
+            # 2 sigmoid(z) - 1 = tanh(z / 2); z = h_up * d + h_up in one pass: 3 passes, not 5.
+            return torch.addcmul(h_up, h_up, d).mul_(0.5).tanh_(), (h, c)
         return 2 * torch.sigmoid(h_up * d + h_up) - 1, (h, c)
 
 

@@ -41,7 +41,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class DistInfo:
-    """Where this process sits in a (future) DistributedDataParallel run. Rank 0 logs and saves."""
+    """Where this process sits in a DistributedDataParallel run (see :mod:`.distributed`). Rank 0 logs and saves."""
 
     rank: int = 0
     world_size: int = 1
@@ -69,7 +69,7 @@ class TrainConfig:
     synth_dead_leaves: float | None = None
     real_fraction: float = 0.5  # share of samples from real pairs when both sources are given
     patch: int = 256
-    batch: int = 4
+    batch: int = 4  # global batch: split evenly between the processes of a distributed run
     workers: int = 0
     # optimisation
     steps: int = 10_000

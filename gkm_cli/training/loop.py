@@ -1,10 +1,13 @@
 """The trainer: one loop for every GKM network, resumable bit-for-bit on CPU.
 
-Design for scale-out: the model can be wrapped (``wrap_model``, e.g. DistributedDataParallel)
-while the unwrapped module is what gets saved; batches come from :class:`StepBatchSampler`
-which already splits each global step between ranks (:class:`DistInfo`); only rank 0 logs,
-validates and writes files. Observers (plots, dashboards) subscribe with ``on_step`` /
-``on_log`` callbacks instead of reading the CSV.
+Scale-out: the model can be wrapped (``wrap_model``, e.g. DistributedDataParallel from
+:mod:`.distributed`) while the unwrapped module is what gets saved; batches come from
+:class:`StepBatchSampler`, which gives each rank its share of every step's global batch
+(:class:`DistInfo`). The loss terms are averaged over the ranks once per step (for the log and
+to agree on skipping non-finite steps and on stopping); only rank 0 logs, validates and writes
+the checkpoint, and every rank waits at a barrier after each save. SIGTERM/SIGINT stop the run
+at the next step boundary with a checkpoint at that step (:mod:`.stopping`). Observers (plots,
+dashboards) subscribe with ``on_step`` / ``on_log`` callbacks instead of reading the CSV.
 """
 
 from __future__ import annotations
@@ -28,14 +31,18 @@ from torch.utils.data import DataLoader
 
 from gkm_cli.errors import GkmError, UsageError
 from gkm_cli.nets import create_model
-from gkm_cli.nets.checkpoint import save_weights
+from gkm_cli.nets.checkpoint import atomic_write_bytes, save_weights
 from gkm_cli.training import checkpointing as ck
 from gkm_cli.training.config import DistInfo, TrainConfig, lr_at
+from gkm_cli.training.distributed import barrier, sum_across
 from gkm_cli.training.losses import loss_terms, recipe_for
-from gkm_cli.training.sampling import StepBatchSampler, TrainData, build_train_data
+from gkm_cli.training.sampling import StepBatchSampler, TrainData, build_train_data, rank_share
+from gkm_cli.training.stopping import StopSignals, signal_name
 from gkm_cli.training.validation import ValImage, load_val_pairs, synth_val_set, validate
 
 LOG_FILE = "log.csv"
+#: ``--save-all-ranks``: every rank's raw weights at each save, ``RANKS_DIR/rank{r}.safetensors``.
+RANKS_DIR = "ranks"
 
 
 class TrainingDiverged(GkmError):
@@ -43,9 +50,16 @@ class TrainingDiverged(GkmError):
 
 
 class TrainingInterrupted(GkmError):
-    """Ctrl-C: the state was saved (when a step had completed) and the run can be resumed."""
+    """SIGTERM/SIGINT: the state was saved at a step boundary and the run can be resumed.
+
+    ``exit_code`` is 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        if signum is not None:
+            self.exit_code = 128 + signum
 
 
 @dataclass
@@ -153,7 +167,15 @@ class Trainer:
         on_log: Sequence[Callable[[dict[str, Any]], None]] = (),
         progress: bool = True,
         command: str | None = None,
+        save_all_ranks: bool = False,
+        handle_signals: bool = True,
+        escalate_sigint: bool = True,
     ) -> None:
+        """``on_step(step, terms)`` runs on every rank after each step (terms averaged over the
+        ranks); ``on_log(row)`` on rank 0 after each log.csv row. ``save_all_ranks`` (debug):
+        each rank also writes its raw weights to ``RANKS_DIR`` at every save. ``handle_signals``:
+        SIGTERM/SIGINT stop at the next step with a checkpoint (main thread only);
+        ``escalate_sigint``: a second SIGINT interrupts at once (off under torchrun)."""
         self.cfg = cfg
         self.out = Path(out_dir)
         self.device = torch.device(device) if isinstance(device, str) else device
@@ -164,15 +186,18 @@ class Trainer:
         self.on_log = list(on_log)
         self.progress = progress and dist.is_main
         self.command = command if command is not None else shlex.join(["gkm", *sys.argv[1:]])
+        self.save_all_ranks = save_all_ranks
+        self.handle_signals = handle_signals
+        self.escalate_sigint = escalate_sigint
         self.recipe = recipe_for(cfg.model, cfg.loss.recipe)
         self.amp = autocast_dtype(cfg.precision, self.device)
 
     # --- setup --------------------------------------------------------------------------------
     def _build(self) -> None:
         cfg = self.cfg
+        rank_share(cfg.batch, self.dist)  # a global batch that does not split evenly fails early
         torch.manual_seed(cfg.seed)
         self.model = create_model(cfg.model, **cfg.overrides()).to(self.device).train()
-        self.net = self.wrap_model(self.model) if self.wrap_model else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.ema: nn.Module | None = None
         if cfg.ema > 0:
@@ -198,6 +223,8 @@ class Trainer:
                 raise ck.CheckpointError(f"{state_path}: trained {saved.model} {dict(saved.model_overrides)}, not {cfg.model} {cfg.overrides()}")
         elif state_path.exists():
             raise UsageError(f"{self.out} already holds a training run; pass --resume to continue it or choose another --out")
+        # wrapped after a resume has loaded the weights: every rank starts from the same state
+        self.net = self.wrap_model(self.model) if self.wrap_model else self.model
         self.data: TrainData = build_train_data(cfg)
         self.val_images: list[ValImage] = []
         if self.dist.is_main:
@@ -235,6 +262,7 @@ class Trainer:
             "steps": step,
             "wall_time_s": round(wall, 1),
             "hardware": hardware(),
+            "world_size": self.dist.world_size,
             "weights": "ema" if self.ema is not None else "raw",
             "validation": {"last": self.last_val, "best_psnr": self.best_psnr, "images": [v.name for v in self.val_images]},
         }
@@ -247,6 +275,7 @@ class Trainer:
             "wall_s": wall,
             "bad_steps": self.bad_total,
             "command": self.command,
+            "world_size": self.dist.world_size,
         }
         ck.save_state(self.out, step=step, model=self.model, optimizer=self.optimizer, ema=self.ema, scaler=self.scaler, info=info)
         save_weights(self.ema or self.model, self.out / ck.LAST_WEIGHTS, card=self._card(step, wall))
@@ -255,6 +284,33 @@ class Trainer:
             {"step": step, "state": ck.STATE_FILE, "weights": ck.LAST_WEIGHTS, "best": ck.BEST_WEIGHTS if self.best_psnr is not None else None,
              "best_psnr": self.best_psnr, "wall_s": round(wall, 1)},
         )
+
+    def _save_rank_weights(self, step: int) -> None:
+        """``--save-all-ranks``: this rank's raw weights (for checking that the ranks agree)."""
+        from safetensors.torch import save as st_save
+
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
+        meta = {"step": str(step), "rank": str(self.dist.rank), "world_size": str(self.dist.world_size)}
+        (self.out / RANKS_DIR).mkdir(exist_ok=True)
+        atomic_write_bytes(self.out / RANKS_DIR / f"rank{self.dist.rank}.safetensors", st_save(tensors, metadata=meta))
+
+    def _checkpoint(self, step: int, wall: float) -> None:
+        """Rank 0 saves; every rank then waits, so none runs ahead of a save in progress."""
+        if self.dist.is_main:
+            self._save(step, wall)
+        if self.save_all_ranks:
+            self._save_rank_weights(step)
+        barrier(self.dist, self.device)
+
+    def _global_terms(self, terms: dict[str, torch.Tensor], stop: StopSignals) -> tuple[dict[str, float], bool]:
+        """Loss terms averaged over the ranks (the global batch's means) and whether any rank
+        has been asked to stop; one all-reduce per step, none for a single process."""
+        if self.dist.world_size == 1:
+            return {k: float(v.detach()) for k, v in terms.items()}, stop.requested
+        local = torch.stack([v.detach().float() for v in terms.values()] + [torch.tensor(float(stop.requested), device=self.device)])
+        total = sum_across(local.to(self.device), self.dist).cpu()
+        vals = dict(zip(terms, (total[:-1] / self.dist.world_size).tolist()))
+        return vals, bool(total[-1] > 0)
 
     # --- loop ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -273,8 +329,9 @@ class Trainer:
         step = self.start_step
         clean = True
         bar = _Progress(self.progress, cfg.steps, self.start_step)
+        stop = StopSignals(escalate=self.escalate_sigint, enabled=self.handle_signals)
         try:
-            with bar:
+            with stop, bar:
                 for keys_batch in self._loader():
                     blur = keys_batch["blur"].to(self.device, non_blocking=True)
                     sharp = keys_batch["sharp"].to(self.device, non_blocking=True)
@@ -287,7 +344,8 @@ class Trainer:
                         out = self.net(blur, reconstruct=self.recipe == "ggkmnet")
                     terms = loss_terms(out, sharp, blur, recipe=self.recipe, cfg=cfg.loss, step=step)
                     total = terms["total"]
-                    ok = bool(torch.isfinite(total))
+                    vals, stopping = self._global_terms(terms, stop)
+                    ok = math.isfinite(vals["total"])  # the same decision on every rank
                     if ok:
                         self.scaler.scale(total).backward()
                         self.scaler.unscale_(self.optimizer)
@@ -301,7 +359,6 @@ class Trainer:
                     step += 1
                     clean = True
                     steps_in_int += 1
-                    vals = {k: float(v.detach()) for k, v in terms.items()}
                     if ok:
                         bad_run = 0
                         n_good += 1
@@ -321,41 +378,49 @@ class Trainer:
                     for cb in self.on_step:
                         cb(step, vals)
                     bar.advance(step, last_terms, self.last_val)
-                    if not self.dist.is_main:
-                        continue
-                    row: dict[str, Any] | None = None
-                    if step % cfg.log_every == 0 or step == cfg.steps:
-                        now = time.perf_counter()
-                        row = {"step": step, "lr": lr, "it_s": steps_in_int / max(now - t_int, 1e-9), "bad_steps": self.bad_total}
-                        row.update({k: v / max(n_good, 1) for k, v in sums.items()})
-                        sums, n_good, steps_in_int, t_int = {}, 0, 0, now
-                    if self.val_images and (step % cfg.val_every == 0 or step == cfg.steps):
-                        self.last_val = validate(self.ema or self.model, self.val_images, self.device, self.amp)
-                        row = row or {"step": step, "lr": lr}
-                        row.update(val_psnr=self.last_val["psnr"], val_ssim=self.last_val["ssim"])
-                        if self.best_psnr is None or self.last_val["psnr"] > self.best_psnr:
-                            self.best_psnr = self.last_val["psnr"]
-                            wall = self.wall_before + time.perf_counter() - t0
-                            save_weights(self.ema or self.model, self.out / ck.BEST_WEIGHTS, card=self._card(step, wall))
-                        bar.note(
-                            f"step {step}: val PSNR {self.last_val['psnr']:.2f} dB (input {self.last_val['input_psnr']:.2f}, "
-                            f"gain {self.last_val['gain_psnr']:+.2f}), SSIM {self.last_val['ssim']:.4f}"
+                    if self.dist.is_main:
+                        row: dict[str, Any] | None = None
+                        if step % cfg.log_every == 0 or step == cfg.steps:
+                            now = time.perf_counter()
+                            row = {"step": step, "lr": lr, "it_s": steps_in_int / max(now - t_int, 1e-9), "bad_steps": self.bad_total}
+                            row.update({k: v / max(n_good, 1) for k, v in sums.items()})
+                            sums, n_good, steps_in_int, t_int = {}, 0, 0, now
+                        if self.val_images and (step % cfg.val_every == 0 or step == cfg.steps):
+                            self.last_val = validate(self.ema or self.model, self.val_images, self.device, self.amp)
+                            row = row or {"step": step, "lr": lr}
+                            row.update(val_psnr=self.last_val["psnr"], val_ssim=self.last_val["ssim"])
+                            if self.best_psnr is None or self.last_val["psnr"] > self.best_psnr:
+                                self.best_psnr = self.last_val["psnr"]
+                                wall = self.wall_before + time.perf_counter() - t0
+                                save_weights(self.ema or self.model, self.out / ck.BEST_WEIGHTS, card=self._card(step, wall))
+                            bar.note(
+                                f"step {step}: val PSNR {self.last_val['psnr']:.2f} dB (input {self.last_val['input_psnr']:.2f}, "
+                                f"gain {self.last_val['gain_psnr']:+.2f}), SSIM {self.last_val['ssim']:.4f}"
+                            )
+                        if row is not None:
+                            row["wall_s"] = self.wall_before + time.perf_counter() - t0
+                            assert log is not None
+                            log.write(row)
+                            for cb_log in self.on_log:
+                                cb_log(row)
+                            if not bar.live:
+                                bar.note(_fmt_row(row))
+                    saved = step % cfg.save_every == 0 or step == cfg.steps
+                    if saved:
+                        self._checkpoint(step, self.wall_before + time.perf_counter() - t0)
+                    stopping = stopping or (self.dist.world_size == 1 and stop.requested)  # ranks agree via _global_terms
+                    if stopping and step < cfg.steps:
+                        if not saved:
+                            self._checkpoint(step, self.wall_before + time.perf_counter() - t0)
+                        raise TrainingInterrupted(
+                            f"stopped by {signal_name(stop.signum)} at step {step}; state saved in {self.out}, continue with --resume",
+                            stop.signum,
                         )
-                    if row is not None:
-                        row["wall_s"] = self.wall_before + time.perf_counter() - t0
-                        assert log is not None
-                        log.write(row)
-                        for cb_log in self.on_log:
-                            cb_log(row)
-                        if not bar.live:
-                            bar.note(_fmt_row(row))
-                    if step % cfg.save_every == 0 or step == cfg.steps:
-                        self._save(step, self.wall_before + time.perf_counter() - t0)
         except KeyboardInterrupt:
             if self.dist.is_main and clean and step > self.start_step:
                 self._save(step, self.wall_before + time.perf_counter() - t0)
-            saved = "state saved" if clean and step > self.start_step else "last periodic save kept"
-            raise TrainingInterrupted(f"interrupted at step {step}; {saved} in {self.out}, continue with --resume") from None
+            saved_msg = "state saved" if clean and step > self.start_step else "last periodic save kept"
+            raise TrainingInterrupted(f"interrupted at step {step}; {saved_msg} in {self.out}, continue with --resume") from None
         wall = self.wall_before + time.perf_counter() - t0
         return TrainResult(self.out, step, wall, self.last_val, self.best_psnr, self.bad_total, last_terms)
 

@@ -1,10 +1,13 @@
 """Training samples that depend only on (seed, step): exact resume, any number of workers.
 
-Sample number ``k`` of the run (``k = (step * world_size + rank) * batch + j``) picks its source
+``batch`` is the global batch of a step (all ranks together). Step ``s`` uses the sample numbers
+``k = s * batch + j`` for ``j < batch``; rank ``r`` of ``world_size`` takes the contiguous share
+``j in [r * batch / world_size, (r + 1) * batch / world_size)``. Sample ``k`` picks its source
 (real pairs or synthetic), its item and the item's randomness from a generator seeded with
 ``(seed, k)``; nothing depends on DataLoader iterator state. Resuming at step s therefore sees
-exactly the batches a straight run would, and a distributed run splits each global step's
-samples between ranks without overlap.
+exactly the batches a straight run would, the ranks of a distributed run draw disjoint shares,
+and the global batch of a step does not depend on the number of processes (a run may be resumed
+with another world size).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from gkm_cli.errors import DataError
+from gkm_cli.errors import DataError, UsageError
 from gkm_cli.training.config import DistInfo, TrainConfig
 
 _TAG_MIX = 0x3C1
@@ -30,20 +33,28 @@ class EpochDataset(Protocol):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]: ...
 
 
+def rank_share(batch: int, dist: DistInfo) -> int:
+    """Samples per rank and step for the global ``batch``; it must split evenly."""
+    if batch % dist.world_size:
+        raise UsageError(f"--batch {batch} is the global batch and must be a multiple of the {dist.world_size} processes")
+    return batch // dist.world_size
+
+
 class StepBatchSampler(Sampler[list[int]]):
-    """Yields, for each step in ``[start, end)``, this rank's list of global sample numbers."""
+    """Yields, for each step in ``[start, end)``, this rank's share of the step's global sample numbers."""
 
     def __init__(self, start: int, end: int, batch: int, dist: DistInfo = DistInfo()) -> None:
         self.start, self.end, self.batch, self.dist = start, end, batch, dist
+        self.share = rank_share(batch, dist)
 
     def __len__(self) -> int:
         return max(0, self.end - self.start)
 
     def __iter__(self) -> Iterator[list[int]]:
-        w, r, b = self.dist.world_size, self.dist.rank, self.batch
+        b, n = self.batch, self.share
         for step in range(self.start, self.end):
-            first = (step * w + r) * b
-            yield list(range(first, first + b))
+            first = step * b + self.dist.rank * n
+            yield list(range(first, first + n))
 
 
 class KeyedMixDataset(Dataset[dict[str, torch.Tensor]]):
