@@ -32,8 +32,16 @@ PYEOF
 [ -d "$DATA/val_synth/blur" ] || "$ROOT/.venv/bin/gkm" train synth --from "$DATA/sharp_heldout" \
   --out "$DATA/val_synth" --n 24 --size 256 --seed 2026
 
-exec "$ROOT/.venv/bin/gkm" train run --out "$RUN" --model ggkmnet \
+# GKM_NPROC=2: DistributedDataParallel over 2 CPU processes (same batches and results as 1).
+NPROC="${GKM_NPROC:-1}"
+if [ "$NPROC" -gt 1 ]; then
+  LAUNCH=("$ROOT/.venv/bin/torchrun" --standalone --nproc-per-node "$NPROC" -m gkm_cli)
+else
+  LAUNCH=("$ROOT/.venv/bin/gkm")
+fi
+exec "${LAUNCH[@]}" train run --out "$RUN" --model ggkmnet \
   --synth-from "$DATA/sharp_train" --synth-holdout 0 \
-  --val "$DATA/val_synth" --val-every 500 --val-max-size 256 \
-  --patch 128 --batch 4 --steps 4000 --lr 3e-4 --lr-halve-start 2500 --lr-halve-every 750 \
-  --ema 0.999 --save-every 250 --threads 1 --workers 1 --seed 0 "$@"
+  --val "$DATA/val_synth" --val "$SHARED/real_pairs_dev" --val-every 500 --val-max-size 256 \
+  --scale-weights 0.25,0.5,1 \
+  --patch 128 --batch 4 --steps 3200 --lr 3e-4 --lr-halve-start 2000 --lr-halve-every 400 \
+  --ema 0.999 --save-every 250 --threads 1 --workers 0 --seed 0 "$@"

