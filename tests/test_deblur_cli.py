@@ -351,3 +351,34 @@ def test_torchrun_two_cpu_ranks_split_the_folder(photos, weights, tmp_path):
     assert sorted(inputs) == sorted(GOOD + ["broken.png"])  # no duplicate, none missing
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(GOOD)
     assert proc.returncode != 0  # the broken file makes its rank exit 1
+
+
+# ---- output naming -------------------------------------------------------------------------------------
+
+
+def test_stdin_into_a_folder_keeps_the_input_format(photos, weights, tmp_path):
+    r = invoke("deblur", "-", "-o", tmp_path / "o", "--weights", weights, input=(photos / "photo16.tif").read_bytes())
+    assert r.exit_code == 0, r.stderr
+    (written,) = (tmp_path / "o").iterdir()
+    img = read_image(written)
+    assert written.suffix == ".tif" and img.format == "tiff" and img.dtype == np.uint16
+
+
+def test_single_output_file_suffix_chooses_the_blurmap_format(photos, weights, tmp_path):
+    r = invoke("blurmap", photos / "odd.png", "-o", tmp_path / "m.npy", "--weights", weights)
+    assert r.exit_code == 0, r.stderr
+    sigma = np.load(tmp_path / "m.npy")
+    assert sigma.shape == (37, 53) and sigma.dtype == np.float32
+    bad = invoke("deblur", photos / "odd.png", "-o", tmp_path / "d.npy", "--weights", weights)
+    assert bad.exit_code == 2 and "not .npy" in bad.stderr and not (tmp_path / "d.npy").exists()
+
+
+def test_several_inputs_into_one_file_name_are_refused(photos, weights, tmp_path):
+    r = invoke("deblur", photos / "odd.png", photos / "big.png", "-o", tmp_path / "out.png", "--weights", weights)
+    assert r.exit_code == 2 and "give an output folder" in r.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_missing_input_fails_before_the_model_loads(tmp_path):
+    r = invoke("deblur", tmp_path / "nope.png", "-o", tmp_path / "o", "--weights", tmp_path / "missing.safetensors")
+    assert r.exit_code == 2 and "no such file" in r.stderr and "missing.safetensors" not in r.stderr

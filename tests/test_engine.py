@@ -314,6 +314,29 @@ def test_out_of_memory_halves_the_tile_once():
         Engine(model, CPU, tiling=TileSettings(tile=128, overlap=16)).run(x)
 
 
+def test_cpu_allocator_failure_also_halves_the_tile():
+    """The CPU allocator raises a plain RuntimeError; it must not end the run with a traceback."""
+    model = tiny()
+    forward = model.forward
+
+    def limited(y, context=None, **kw):
+        if y.shape[-1] * y.shape[-2] > 96 * 96:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+        return forward(y, context, **kw)
+
+    model.forward = limited  # type: ignore[method-assign]
+    notes = []
+    result = Engine(model, CPU, tiling=TileSettings(tile=128, overlap=16), notify=notes.append).run(photo(128, 128))
+    assert result.core == 64 and len(notes) == 1
+
+    def broken(y, context=None, **kw):
+        raise RuntimeError("some other failure")
+
+    model.forward = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="some other failure"):
+        Engine(model, CPU, tiling=TileSettings(tile=128, overlap=16)).run(photo(128, 128))
+
+
 def test_overlap_is_rounded_and_validated():
     notes = []
     eng = Engine(tiny(), CPU, tiling=TileSettings(tile=64, overlap=20), notify=notes.append)

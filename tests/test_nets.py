@@ -70,6 +70,11 @@ def test_gaussian_banks_are_buffers_not_parameters():
     for name in list_models():
         m = tiny(name)
         assert all("bank" not in n and "sigma" not in n for n, _ in m.named_parameters())
+        kernels = dict(m.named_buffers())["bank_kernels"]  # built once, moves with .to(device)
+        assert kernels.shape == (m.bank.num_kernels, 1, 2 * m.bank.radius + 1, 2 * m.bank.radius + 1)
+        torch.testing.assert_close(kernels.sum((1, 2, 3)), torch.ones(m.bank.num_kernels))
+        assert "bank_kernels" not in m.state_dict()  # derived, not stored in checkpoints
+        assert m.to(torch.float64).bank_kernels.dtype == torch.float64
 
 
 def test_untrained_ggkmnet_is_identity():

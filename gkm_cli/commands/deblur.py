@@ -72,6 +72,13 @@ def _map_format(text: str | None) -> str:
     return found
 
 
+def _named_output_format(output: str | None) -> str | None:
+    """The format an ``-o FILE`` suffix names (png, tiff, jpeg, npy), or None for folders / stdout."""
+    if output is None or output == "-" or Path(output).is_dir():
+        return None
+    return {".npy": "npy"}.get(Path(output).suffix.lower()) or _IMAGE_FORMATS.get(Path(output).suffix.lower().lstrip("."))
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
     """Atomic write (temp file + fsync + rename) with OS errors as one-line ImageWriteErrors."""
     from gkm_cli.nets.checkpoint import atomic_write_bytes
@@ -109,7 +116,7 @@ def run_command(opts: RunOptions, err: Console) -> int:
     """Run a deblur/blurmap command; returns the exit code (raises GkmError for fatal errors)."""
     from gkm_cli.api import Deblurrer
     from gkm_cli.engine.distributed import rank_from_env, split_work
-    from gkm_cli.engine.folders import STDIO, check_jobs, drop_previous_outputs, expand_inputs, parse_shard, plan_jobs
+    from gkm_cli.engine.folders import FORMAT_SUFFIX, STDIO, check_jobs, drop_previous_outputs, expand_inputs, parse_shard, plan_jobs
     from gkm_cli.engine.maps import MapSettings, sidecar_path
     from gkm_cli.engine.pipeline import FAILED, OK, SKIPPED, Record, Stages, run_pipeline
 
@@ -119,7 +126,14 @@ def run_command(opts: RunOptions, err: Console) -> int:
         raise UsageError("--json prints records on stdout; it cannot be combined with -o - (image on stdout)")
     if not opts.inputs:
         raise UsageError("no inputs given")
-    map_settings = MapSettings(_map_format(opts.format), opts.heatmap, opts.max_sigma) if blurmap else None
+    named_file = _named_output_format(opts.output)
+    if blurmap:  # a single output file's suffix chooses the map format unless --format does
+        map_format = _map_format(opts.format if opts.format is not None or named_file is None else named_file)
+        map_settings: MapSettings | None = MapSettings(map_format, opts.heatmap, opts.max_sigma)
+    else:
+        if named_file == "npy":
+            raise UsageError(f"-o {opts.output}: deblur writes images (.png, .tif, .jpg), not .npy")
+        map_settings = None
     fmt = None if blurmap else _image_format(opts.format)
     if not blurmap and opts.bit_depth is not None and opts.bit_depth not in (8, 16, 32):
         raise UsageError(f"--bit-depth must be 8, 16 or 32, got {opts.bit_depth}")
@@ -132,11 +146,6 @@ def run_command(opts: RunOptions, err: Console) -> int:
 
     def notify(message: str) -> None:
         err.print(f"{tag}[yellow]note:[/] {message}")
-
-    deblurrer = Deblurrer(
-        opts.model, opts.weights, opts.device, opts.precision, opts.tile, opts.tile_overlap,
-        notify=notify, local_rank=ranks.local_rank,
-    )  # fmt: skip
 
     beside = "_blurmap" if blurmap else "_deblurred"
     out_dir = Path(opts.output) if opts.output not in (None, STDIO) else None
@@ -155,10 +164,15 @@ def run_command(opts: RunOptions, err: Console) -> int:
     )  # fmt: skip
     check_jobs(jobs, sidecar_path if blurmap else None)
     mine = split_work(jobs, shard, ranks)
+    # The model loads once the inputs and the plan are known to be sane (a typo fails fast), and
+    # before any output folder is created (missing weights leave nothing behind).
+    deblurrer = Deblurrer(
+        opts.model, opts.weights, opts.device, opts.precision, opts.tile, opts.tile_overlap,
+        notify=notify, local_rank=ranks.local_rank,
+    )  # fmt: skip
     if out_dir is not None and mine:
         single_file = len(jobs) == 1 and jobs[0].output == out_dir
         _check_writable(out_dir.parent if single_file else out_dir)
-
     stdin = typer.get_binary_stream("stdin")
     stdout = typer.get_binary_stream("stdout")
     description = deblurrer.describe()
@@ -199,12 +213,15 @@ def run_command(opts: RunOptions, err: Console) -> int:
             stdout.write(encode_image(result, fmt, opts.bit_depth, opts.jpeg_quality))
             stdout.flush()
             return
-        _prepare_folder(job.output)
+        output = job.output
+        if job.source.path is None and fmt is None:  # stdin into a folder: keep the format it came in
+            output = output.with_suffix(FORMAT_SUFFIX[result.format])
+        _prepare_folder(output)
         forbid = [job.source.path] if job.source.path is not None else None
-        write_image(job.output, result, format=fmt, bit_depth=opts.bit_depth, jpeg_quality=opts.jpeg_quality, forbid_same_as=forbid)
+        write_image(output, result, format=fmt, bit_depth=opts.bit_depth, jpeg_quality=opts.jpeg_quality, forbid_same_as=forbid)
 
     stages = Stages(
-        skip=lambda job: skip_existing and job.output is not None and job.output.exists(),
+        skip=lambda job: skip_existing and job.source.path is not None and job.output is not None and job.output.exists(),
         load=load,
         process=process,
         write=write,

@@ -176,6 +176,9 @@ def plan_jobs(
     )
     if single_file:
         return [Job(sources[0], Path(output))]  # type: ignore[arg-type]
+    if output is not None and Path(output).suffix.lower() in SUPPORTED_SUFFIXES | {".npy"} and not Path(output).is_dir():
+        what = f"{len(sources)} inputs" if len(sources) != 1 else "an input that is not a single named file"
+        raise UsageError(f"-o {output}: names one file but got {what}; give an output folder instead")
     out_root = Path(output) if output is not None else None
     for src in sources:
         fmt = format_of(src)

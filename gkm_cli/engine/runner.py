@@ -69,6 +69,11 @@ def _oom_errors() -> tuple[type[BaseException], ...]:
     return tuple({e for e in found if isinstance(e, type)})
 
 
+def _is_cpu_oom(error: RuntimeError) -> bool:
+    text = str(error)
+    return "can't allocate memory" in text or "not enough memory" in text
+
+
 class _OutOfMemory(Exception):
     """Raised inside a run to restart the image with smaller tiles."""
 
@@ -151,7 +156,7 @@ class Engine:
                     return self._run_plan(pixels, plan, image, sigma, on_tile or (lambda done, total: None))
             except _OutOfMemory:
                 core = min(plan.core, max(pixels.shape[:2]))
-                smaller = max(ALIGN, core // 2 // ALIGN * ALIGN)
+                smaller = max(MIN_CORE, core // 2 // ALIGN * ALIGN)
                 if core <= MIN_CORE or smaller >= core:
                     raise GkmError(
                         f"out of memory on {self.device} even with {core} px tiles; try --device cpu or a smaller --tile-overlap"
@@ -173,6 +178,10 @@ class Engine:
         try:
             yield
         except _oom_errors():
+            raise _OutOfMemory() from None
+        except RuntimeError as e:  # the CPU allocator raises a plain RuntimeError
+            if not _is_cpu_oom(e):
+                raise
             raise _OutOfMemory() from None
 
     def _tensor(self, pixels: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray | slice) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 from gkm_cli.nets.base import Context, ContextStats, GkmNetwork, ModelSpec, region_sum
 from gkm_cli.nets.blocks import ConvLSTMCell, ResBlock, carry_state, conv3
 from gkm_cli.nets.gkmnet import identity_summation, xavier_init
-from gkm_cli.ops.gaussian import ConvMethod, gaussian_conv, gaussian_group_mix, ggkm_bank
+from gkm_cli.ops.gaussian import ConvMethod, dense_kernels, gaussian_conv, gaussian_group_mix, ggkm_bank
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,7 @@ class GGKMNet(GkmNetwork):
         super().__init__()
         self.config = cfg = config or GgkmNetConfig(**overrides)
         self.bank = ggkm_bank(cfg.groups, cfg.per_group)
+        self.register_buffer("bank_kernels", dense_kernels(self.bank), persistent=False)  # built once
         w, p = cfg.width, cfg.groups
         self.bfe = BlurFeatureExtractor(w, cfg.res_blocks)
         self.alpha_apu = AlphaAPU(4 * w, p, cfg.per_group)
@@ -174,7 +175,7 @@ class GGKMNet(GkmNetwork):
 
     def group_responses(self, u: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """z_p = sum_q alpha_p[q] (g_{p,q} (x) u): N x 3 x P x H x W."""
-        atoms = gaussian_conv(u, self.bank, self.gaussian_method())  # type: ignore[arg-type]
+        atoms = gaussian_conv(u, self.bank, self.gaussian_method(), self.bank_kernels)  # type: ignore[arg-type]
         n, c, _, h, w = atoms.shape
         atoms = atoms.view(n, c, self.config.groups, self.config.per_group, h, w)
         return torch.einsum("ncpqhw,npq->ncphw", atoms, alpha.to(atoms.dtype))
@@ -196,7 +197,7 @@ class GGKMNet(GkmNetwork):
         method = self.gaussian_method()
         out = F.conv2d(y_t, weight[:, :3], self.summation.bias) + F.conv2d(x_up, weight[:, 3:6])
         for u, beta, start in ((x_up, beta_x, 6), (y_t, beta_y, 6 + p3)):
-            z = gaussian_group_mix(u, self.bank, alpha, method)  # type: ignore[arg-type]  # N x 3 x P x H x W
+            z = gaussian_group_mix(u, self.bank, alpha, method, self.bank_kernels)  # type: ignore[arg-type]  # N x 3 x P x H x W
             if in_place:  # one pass: weight by beta and make contiguous (the FFT path returns a crop)
                 z = torch.mul(z, beta, out=torch.empty(z.shape, dtype=torch.result_type(z, beta), device=z.device))
             else:

@@ -180,15 +180,24 @@ def _weight(rows: list[tuple[float, ...]], x: torch.Tensor) -> torch.Tensor:
     return torch.tensor(rows, dtype=x.dtype, device=x.device)
 
 
-def _direct(x: torch.Tensor, bank: GaussianBank) -> torch.Tensor:
+def dense_kernels(bank: GaussianBank, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The bank as one K x 1 x S x S weight (S = 2 radius + 1, smaller kernels centred).
+
+    Networks build it once and keep it as a non-persistent buffer, so it follows ``.to(device)``
+    and is never rebuilt or copied from the host in the forward pass.
+    """
     size = 2 * bank.radius + 1
     kernels = np.zeros((bank.num_kernels, 1, size, size))
     for k in range(bank.num_kernels):
         k2 = bank.kernel_2d(k)
         pad = (size - k2.shape[0]) // 2
         kernels[k, 0, pad : pad + k2.shape[0], pad : pad + k2.shape[1]] = k2
-    weight = torch.from_numpy(kernels).to(dtype=x.dtype, device=x.device)
-    return F.conv2d(_as_planes(x), weight, padding=bank.radius)
+    return torch.from_numpy(kernels).to(dtype)
+
+
+def _direct(x: torch.Tensor, bank: GaussianBank, kernels: torch.Tensor | None) -> torch.Tensor:
+    weight = dense_kernels(bank, x.dtype) if kernels is None else kernels
+    return F.conv2d(_as_planes(x), weight.to(dtype=x.dtype, device=x.device), padding=bank.radius)
 
 
 def _size_runs(bank: GaussianBank) -> list[range]:
@@ -321,17 +330,20 @@ def choose_method(bank: GaussianBank, height: int, width: int, device: torch.dev
     return "fft"
 
 
-def gaussian_conv(x: torch.Tensor, bank: GaussianBank, method: ConvMethod = "auto") -> torch.Tensor:
+def gaussian_conv(
+    x: torch.Tensor, bank: GaussianBank, method: ConvMethod = "auto", kernels: torch.Tensor | None = None
+) -> torch.Tensor:
     """Convolve every channel of N x C x H x W with every kernel: returns N x C x K x H x W.
 
     Zero padding; output has the input's size. ``method`` picks the implementation (they agree
-    to ~1e-6 on [0, 1] data); ``auto`` uses :func:`choose_method`.
+    to ~1e-6 on [0, 1] data); ``auto`` uses :func:`choose_method`. ``kernels``: the bank's
+    :func:`dense_kernels`, prebuilt (the ``direct`` path builds them itself otherwise).
     """
     if method == "auto":
         method = choose_method(bank, x.shape[-2], x.shape[-1], x.device)  # type: ignore[assignment]
     n, c, h, w = x.shape
     if method == "direct":
-        out = _direct(x, bank)
+        out = _direct(x, bank, kernels)
     elif method == "separable":
         out = _separable(x, bank)
     elif method == "cascade":
@@ -344,7 +356,7 @@ def gaussian_conv(x: torch.Tensor, bank: GaussianBank, method: ConvMethod = "aut
 
 
 def gaussian_group_mix(
-    x: torch.Tensor, bank: GaussianBank, alpha: torch.Tensor, method: ConvMethod = "auto"
+    x: torch.Tensor, bank: GaussianBank, alpha: torch.Tensor, method: ConvMethod = "auto", kernels: torch.Tensor | None = None
 ) -> torch.Tensor:
     """GGKM group responses: ``z[n, c, p] = sum_q alpha[n, p, q] (g_{p,q} (x) x[n, c])``.
 
@@ -361,7 +373,7 @@ def gaussian_group_mix(
     if method == "auto":
         method = choose_method(bank, h, w, x.device)  # type: ignore[assignment]
     if method != "fft":
-        atoms = gaussian_conv(x, bank, method).view(n, c, groups, per_group, h, w)
+        atoms = gaussian_conv(x, bank, method, kernels).view(n, c, groups, per_group, h, w)
         return torch.einsum("ncpqhw,npq->ncphw", atoms, alpha.to(atoms.dtype))
     lh, lw, fh, fw, real = _fft_plan(bank, x)
     fh = fh.view(groups, per_group, lh)
