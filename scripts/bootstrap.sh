@@ -10,11 +10,11 @@ STAMP="$VENV/.gkm-installed"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$ROOT/scripts/bootstrap.sh" -nt "$STAMP" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
   if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==${GKM_TORCH_VERSION:-2.13.0}"
   fi
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,export]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,export,plot]"
   touch "$STAMP"
 fi

@@ -317,3 +317,30 @@ def test_cli_run_resume_and_synth(tmp_path: Path, photos: Path) -> None:
                             "--batch", "1", "--quiet", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["last_val"]["n"] == 2
+
+
+def test_resume_keeps_a_best_written_after_the_last_save(tmp_path: Path) -> None:
+    """A best model saved after the last state save (then a crash) must not be beaten by a worse one."""
+    out = tmp_path / "run"
+    out.mkdir()
+    assert loop_mod._best_on_disk(out, 20.0) == 20.0  # no best.json yet
+    (out / "best.json").write_text(json.dumps({"validation": {"best_psnr": 25.5}}))
+    assert loop_mod._best_on_disk(out, 20.0) == 25.5
+    assert loop_mod._best_on_disk(out, None) == 25.5
+    assert loop_mod._best_on_disk(out, 30.0) == 30.0
+    (out / "best.json").write_text("{not json")
+    assert loop_mod._best_on_disk(out, 20.0) == 20.0
+
+
+def test_wrapper_is_told_when_the_reconstruction_head_gets_no_gradient(tmp_path: Path, photos: Path) -> None:
+    """DDP must be built with find_unused_parameters when the loss skips GGKMNet's SRM."""
+    seen: list[bool] = []
+
+    def wrap(model: torch.nn.Module, find_unused: bool) -> torch.nn.Module:
+        seen.append(find_unused)
+        return model
+
+    for recipe in ("ggkmnet", "gkmanet"):
+        cfg = _cfg(synth_from=(str(photos),), steps=1, loss=LossConfig(recipe=recipe))
+        Trainer(cfg, tmp_path / recipe, device=torch.device("cpu"), progress=False, wrap_model=wrap).run()
+    assert seen == [False, True]

@@ -70,19 +70,20 @@ class DistSession:
     device: torch.device
     backend: str
 
-    def wrap(self, model: nn.Module) -> nn.Module:
+    def wrap(self, model: nn.Module, find_unused: bool = False) -> nn.Module:
         """DDP around ``model`` (which keeps its parameters, so its optimizer stays valid).
 
         On GPU, BatchNorm layers (GKMNet, GKMANet) become SyncBatchNorm so batch statistics
         cover the global batch; on the CPU (Gloo) SyncBatchNorm is not available and each rank
-        normalises with the statistics of its own share.
+        normalises with the statistics of its own share. ``find_unused``: some parameters get no
+        gradient (a loss recipe that skips GGKMNet's self-reconstruction head).
         """
         from torch.nn.parallel import DistributedDataParallel
 
         if self.device.type == "cuda" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+        return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None, find_unused_parameters=find_unused)
 
 
 @contextmanager

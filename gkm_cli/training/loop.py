@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import json
 import math
 import platform
 import shlex
@@ -120,6 +121,17 @@ def hardware() -> dict[str, Any]:
 
 
 @torch.no_grad()
+def _best_on_disk(out: Path, saved: float | None) -> float | None:
+    """The best validation PSNR to beat after a resume: the state's, or the score recorded in
+    ``best.json`` when a best model was written after the last state save (then killed)."""
+    try:
+        card = json.loads((out / ck.BEST_WEIGHTS).with_suffix(".json").read_text())
+        on_disk = float(card["validation"]["best_psnr"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return saved
+    return on_disk if saved is None else max(saved, on_disk)
+
+
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model for float parameters and buffers; others copied."""
     for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
@@ -162,7 +174,7 @@ class Trainer:
         device: torch.device | str = "cpu",
         resume: bool = False,
         dist: DistInfo = DistInfo(),
-        wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+        wrap_model: Callable[[nn.Module, bool], nn.Module] | None = None,
         on_step: Sequence[Callable[[int, dict[str, float]], None]] = (),
         on_log: Sequence[Callable[[dict[str, Any]], None]] = (),
         progress: bool = True,
@@ -214,7 +226,7 @@ class Trainer:
         if self.resume:
             st = ck.load_state(state_path, model=self.model, optimizer=self.optimizer, ema=self.ema, scaler=self.scaler)
             self.start_step = st.step
-            self.best_psnr = st.info.get("best_psnr")
+            self.best_psnr = _best_on_disk(self.out, st.info.get("best_psnr"))
             self.wall_before = float(st.info.get("wall_s", 0.0))
             self.last_val = st.info.get("last_val")
             self.bad_total = int(st.info.get("bad_steps", 0))
@@ -224,7 +236,9 @@ class Trainer:
         elif state_path.exists():
             raise UsageError(f"{self.out} already holds a training run; pass --resume to continue it or choose another --out")
         # wrapped after a resume has loaded the weights: every rank starts from the same state
-        self.net = self.wrap_model(self.model) if self.wrap_model else self.model
+        # A recipe without the reconstruction term leaves GGKMNet's SRM head without gradients.
+        unused_head = self.recipe != "ggkmnet" and hasattr(self.model, "srm")
+        self.net = self.wrap_model(self.model, unused_head) if self.wrap_model else self.model
         self.data: TrainData = build_train_data(cfg)
         self.val_images: list[ValImage] = []
         if self.dist.is_main:
