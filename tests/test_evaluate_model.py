@@ -83,3 +83,22 @@ def test_model_mode_without_weights_is_a_clear_error(tmp_path, dpdd, monkeypatch
     result = runner.invoke(app, ["evaluate", "--data", str(dpdd), "--model", "gkmanet"])
     assert result.exit_code == 2
     assert "no trained weights" in result.output
+
+
+def test_save_dir_keeps_scene_folders_apart(tmp_path, checkpoint):
+    """Scene sub-folders that repeat file names (as LFDOF does) must not overwrite each other."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "pairs"
+    for scene in ("s1", "s2"):
+        sharp = rng.random((40, 56, 3))
+        _write_png(root / "sharp" / scene / "x.png", sharp)
+        _write_png(root / "blur" / scene / "x.png", (sharp + np.roll(sharp, 1, 1)) / 2)
+    out = tmp_path / "restored"
+    result = runner.invoke(app, ["evaluate", "--data", str(root), "--weights", str(checkpoint), "--metrics", "psnr",
+                                 "--save-dir", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert len(report["images"]) == 2
+    saved = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert saved == ["s1/x.png", "s2/x.png"]
+    assert sorted(i["pred"] for i in report["images"]) == [str(out / "s1" / "x.png"), str(out / "s2" / "x.png")]

@@ -62,12 +62,14 @@ def evaluate_model_on_dataset(
             except GkmError as e:
                 yield Problem(name=pair.name, kind="unreadable", detail=str(e), paths=(str(pair.blur), str(pair.sharp)))
                 continue
-            if save_dir is not None:
-                write_image(save_dir / Path(pair.blur).name, restored, forbid_same_as=Path(pair.blur))
+            pred_path = None
+            if save_dir is not None:  # the pair's key keeps scene sub-folders (LFDOF repeats file names)
+                pred_path = save_dir / f"{pair.name}{Path(pair.blur).suffix}"
+                pred_path.parent.mkdir(parents=True, exist_ok=True)
+                write_image(pred_path, restored, forbid_same_as=Path(pair.blur))
             bits = {"uint8": 8, "uint16": 16}.get(str(sharp.dtype))
             yield PairSample(pair.name, restored.pixels, sharp.pixels, blur.pixels, gt_bits=bits,
-                             pred_path=str(save_dir / Path(pair.blur).name) if save_dir else None,
-                             gt_path=str(pair.sharp))
+                             pred_path=str(pred_path) if pred_path else None, gt_path=str(pair.sharp))
 
     sources = {"data": str(root), "layout": layout.name, "split": split, **{k: str(v) for k, v in deblurrer.describe().items()}}
     report = evaluate_pairs(samples(), settings, sources=sources, total=len(pairs), progress=progress, expect_inputs=True)
