@@ -124,12 +124,13 @@ class Deblurrer:
         *,
         notify: Callable[[str], None] | None = None,
         local_rank: int | None = None,
+        backend: str = "torch",
     ) -> None:
         name, path = resolve_model(model, Path(weights) if weights is not None else None)
         if model is not None and weights is not None and name != model:
             raise UsageError(f"{weights} holds {name} weights, not {model}; drop --model or pick matching weights")
         net = load_weights(path)
-        self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, path)
+        self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, path, backend)
 
     @classmethod
     def from_model(
@@ -159,7 +160,18 @@ class Deblurrer:
         notify: Callable[[str], None] | None,
         local_rank: int | None,
         weights: Path | None,
+        backend: str = "torch",
     ) -> None:
+        if backend not in ("torch", "onnxruntime"):
+            raise UsageError(f"--backend must be torch or onnxruntime, got {backend!r}")
+        self.backend = backend
+        if backend == "onnxruntime":
+            from gkm_cli.export import OnnxNetwork
+
+            if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
+                raise UsageError("--backend onnxruntime runs on the CPU in fp32: use --device cpu --precision fp32")
+            device, precision = "cpu", "fp32"
+            net = OnnxNetwork(net.eval())  # type: ignore[assignment]
         dev = select_device(device, local_rank)
         dtype = select_dtype(precision, dev, net.spec)
         self.weights = weights
@@ -188,6 +200,7 @@ class Deblurrer:
             "model": self.name,
             "weights": str(self.weights) if self.weights is not None else None,
             "device": str(self.device),
+            "backend": getattr(self, "backend", "torch"),
             "precision": precision_name(self.dtype),
             "tile": self.engine.tiling.tile,
             "tile_overlap": self.engine.overlap,

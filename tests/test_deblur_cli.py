@@ -382,3 +382,47 @@ def test_several_inputs_into_one_file_name_are_refused(photos, weights, tmp_path
 def test_a_missing_input_fails_before_the_model_loads(tmp_path):
     r = invoke("deblur", tmp_path / "nope.png", "-o", tmp_path / "o", "--weights", tmp_path / "missing.safetensors")
     assert r.exit_code == 2 and "no such file" in r.stderr and "missing.safetensors" not in r.stderr
+
+
+# ---- ONNX Runtime backend ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gkmnet_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("gkmnet", **TINY_OVERRIDES["gkmnet"])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("weights") / "tiny_gkmnet.safetensors"
+    save_weights(model, path)
+    return path
+
+
+def test_onnxruntime_backend_equals_torch(photos, gkmnet_weights, tmp_path):
+    pytest.importorskip("onnxruntime")  # the [export] extra, installed by scripts/bootstrap.sh
+    outs = {}
+    for backend in ("torch", "onnxruntime"):
+        r = invoke("deblur", photos / "odd.png", photos / "photo16.tif", "-o", tmp_path / backend, "--weights", gkmnet_weights,
+                   "--device", "cpu", "--backend", backend, "--json")
+        assert r.exit_code == 0, r.stderr
+        assert json_lines(r.stdout)[-1]["backend"] == backend
+        outs[backend] = {p.name: read_image(p) for p in (tmp_path / backend).iterdir()}
+    assert sorted(outs["torch"]) == sorted(outs["onnxruntime"]) == ["odd.png", "photo16.tif"]
+    for name, ref in outs["torch"].items():
+        got = outs["onnxruntime"][name]
+        assert got.dtype == ref.dtype
+        step = 1 / np.iinfo(ref.dtype).max
+        assert np.abs(got.pixels - ref.pixels).max() <= step + 1e-6  # at most one code value apart
+    tiled = invoke("deblur", photos / "big.png", "-o", tmp_path / "tiled", "--weights", gkmnet_weights, "--backend", "onnxruntime",
+                   "--tile", "64", "--tile-overlap", "32")
+    assert tiled.exit_code == 0, tiled.stderr
+
+
+def test_onnxruntime_backend_refuses_what_it_cannot_run(photos, weights, gkmnet_weights, tmp_path):
+    r = invoke("deblur", photos / "odd.png", "-o", tmp_path / "a", "--weights", weights, "--backend", "onnxruntime")
+    assert r.exit_code == 2 and "context" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = invoke("deblur", photos / "odd.png", "-o", tmp_path / "b", "--weights", gkmnet_weights, "--backend", "onnxruntime", "--precision", "bf16")
+    assert r.exit_code == 2 and "fp32" in r.stderr
+    r = invoke("deblur", photos / "odd.png", "-o", tmp_path / "c", "--weights", gkmnet_weights, "--backend", "tensorrt")
+    assert r.exit_code == 2 and "--backend" in r.stderr

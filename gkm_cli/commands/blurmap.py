@@ -20,6 +20,7 @@ from gkm_cli.commands.deblur import (
     OverlapOpt,
     OverwriteOpt,
     PrecisionOpt,
+    BackendOpt,
     QuietOpt,
     RecursiveOpt,
     RunOptions,
@@ -58,12 +59,13 @@ def blurmap(
     as_json: JsonOpt = False,
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
+    backend: BackendOpt = "torch",
 ) -> None:
     """Estimate the per-pixel defocus blur (Gaussian sigma in pixels) of photos."""
     _run_cli(
         RunOptions(
             "blurmap", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
-            skip_existing, overwrite, format, heatmap=heatmap, max_sigma=max_sigma, as_json=as_json, shard=shard, quiet=quiet,
+            skip_existing, overwrite, format, heatmap=heatmap, max_sigma=max_sigma, as_json=as_json, shard=shard, quiet=quiet, backend=backend,
         )  # fmt: skip
     )
 
