@@ -89,7 +89,16 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings for people, not tracebacks: ``warning: <message>`` on one line of stderr."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file or sys.stderr)
+
+
 def main() -> None:
+    import warnings
+
+    warnings.showwarning = _one_line_warning  # the console script only; library users keep theirs
     try:
         app()
     except GkmError as e:

@@ -69,16 +69,21 @@ def _save(path: Path, pixels: np.ndarray, dtype: str, fmt: str, alpha: np.ndarra
     return path
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
+def random_checkpoint(name: str, folder: Path) -> Path:
+    """A tiny ``name`` network with perturbed weights, saved as a checkpoint in ``folder``."""
     torch.manual_seed(0)
-    model = create_model("ggkmnet", **TINY_OVERRIDES["ggkmnet"])
+    model = create_model(name, **TINY_OVERRIDES[name])
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))  # not the identity the untrained net starts as
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    path = folder / f"tiny_{name}.safetensors"
     save_weights(model, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return random_checkpoint("ggkmnet", tmp_path_factory.mktemp("weights"))
 
 
 ICC, EXIF = make_icc(), make_exif()
@@ -389,14 +394,7 @@ def test_a_missing_input_fails_before_the_model_loads(tmp_path):
 
 @pytest.fixture(scope="module")
 def gkmnet_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("gkmnet", **TINY_OVERRIDES["gkmnet"])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    path = tmp_path_factory.mktemp("weights") / "tiny_gkmnet.safetensors"
-    save_weights(model, path)
-    return path
+    return random_checkpoint("gkmnet", tmp_path_factory.mktemp("weights"))
 
 
 def test_onnxruntime_backend_equals_torch(photos, gkmnet_weights, tmp_path):
@@ -426,3 +424,11 @@ def test_onnxruntime_backend_refuses_what_it_cannot_run(photos, weights, gkmnet_
     assert r.exit_code == 2 and "fp32" in r.stderr
     r = invoke("deblur", photos / "odd.png", "-o", tmp_path / "c", "--weights", gkmnet_weights, "--backend", "tensorrt")
     assert r.exit_code == 2 and "--backend" in r.stderr
+
+
+def test_warnings_are_one_line_on_the_console(photos, weights, tmp_path):
+    proc = gkm("deblur", photos / "rgba.png", "-o", tmp_path / "o", "--format", "jpeg", "--weights", weights, "-q")
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = proc.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "alpha" in lines[0]
+    assert (tmp_path / "o" / "rgba.jpg").exists()
