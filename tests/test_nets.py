@@ -126,3 +126,16 @@ def test_load_rejects_non_checkpoints(tmp_path):
         load_weights(bad)
     with pytest.raises(ModelError, match="not found"):
         load_weights(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("name", ["gkmnet", "gkmanet"])
+def test_delta_kernel_of_the_network_bank_passes_the_image_through(name):
+    """Kernel 0 of GKMNet's K = 22 (delta + 21 Gaussians) is the identity; the others blur, more
+    with every step of sigma (kernel 1, sigma 0.25 px, is within 1e-3 of a delta)."""
+    m = create_model(name)
+    x = torch.rand(1, 3, 40, 52)
+    bank = m.filter_bank(x)
+    assert bank.shape == (1, 3, m.bank.num_kernels + 1, 40, 52)
+    torch.testing.assert_close(bank[:, :, 0], x, rtol=0, atol=0)
+    change = [float((bank[:, :, k] - x).abs().mean()) for k in range(1, bank.shape[2])]
+    assert change[1] > 1e-2 and all(a < b for a, b in zip(change, change[1:]))
