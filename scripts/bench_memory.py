@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Peak RSS of `gkm deblur` on a large 16-bit TIFF on the CPU (the auto-tiling memory claim).
+"""Peak memory of `gkm deblur` on a large 16-bit TIFF (the auto-tiling memory claim).
 
 Makes a 6000 x 4000 16-bit RGB TIFF and a random paper-size checkpoint (weights perturbed so
 the network is not the identity), runs ``python -m gkm_cli deblur`` on it in a subprocess and
-reports the subprocess's peak resident set size from ``resource.getrusage(RUSAGE_CHILDREN)``.
+reports the subprocess's peak resident set size from ``resource.getrusage(RUSAGE_CHILDREN)``
+and, with ``--device cuda``, the CUDA peak allocated memory from the run's JSON summary.
 
     .venv/bin/python scripts/bench_memory.py                 # 6000 x 4000, ggkmnet, auto tiles
     .venv/bin/python scripts/bench_memory.py --width 1200 --height 800 --tile 512
+    .venv/bin/python scripts/bench_memory.py --device cuda --precision bf16
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=4000)
     ap.add_argument("--model", default="ggkmnet")
     ap.add_argument("--tile", type=int, default=None, help="--tile for gkm deblur (default: auto)")
+    ap.add_argument("--device", default="cpu", help="--device for gkm deblur (cpu, cuda, ...)")
+    ap.add_argument("--precision", default="auto", help="--precision for gkm deblur")
     ap.add_argument("--workdir", type=Path, default=None, help="where the TIFF and outputs go (default: a temp dir)")
     args = ap.parse_args()
 
@@ -64,7 +68,8 @@ def main() -> int:
     src, ckpt, out = work / "big16.tif", work / f"{args.model}_random.safetensors", work / "out"
     make_tiff(src, args.height, args.width)
     make_checkpoint(ckpt, args.model)
-    cmd = [sys.executable, "-m", "gkm_cli", "deblur", str(src), "-o", str(out), "--weights", str(ckpt), "--device", "cpu", "--json", "--overwrite"]
+    cmd = [sys.executable, "-m", "gkm_cli", "deblur", str(src), "-o", str(out), "--weights", str(ckpt), "--device", args.device,
+           "--precision", args.precision, "--json", "--overwrite"]
     if args.tile is not None:
         cmd += ["--tile", str(args.tile)]
     start = time.perf_counter()
@@ -79,6 +84,10 @@ def main() -> int:
         "seconds": round(seconds, 1),
         "records": [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")],
     }
+    summary = result["records"][-1] if result["records"] else {}
+    if "cuda_max_allocated_gib" in summary:
+        result["cuda_max_allocated_gib"] = summary["cuda_max_allocated_gib"]
+        result["megapixels_per_s"] = summary.get("megapixels_per_s")
     if proc.returncode == 0:
         with tifffile.TiffFile(out / src.name) as t:
             result["output"] = {"shape": list(t.pages[0].shape), "dtype": str(t.pages[0].dtype)}

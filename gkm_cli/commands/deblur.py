@@ -73,6 +73,15 @@ def _map_format(text: str | None) -> str:
     return found
 
 
+def _device_memory(device: Any) -> dict[str, float]:
+    """Peak memory the network's device held (CUDA only; the CPU's is the process RSS)."""
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {"cuda_max_allocated_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3)}
+
+
 def _named_output_format(output: str | None) -> str | None:
     """The format an ``-o FILE`` suffix names (png, tiff, jpeg, npy), or None for folders / stdout."""
     if output is None or output == "-" or Path(output).is_dir():
@@ -277,6 +286,7 @@ def run_command(opts: RunOptions, err: Console) -> int:
         "rank": ranks.rank,
         "world_size": ranks.world_size,
         **description,
+        **_device_memory(deblurrer.device),
     }
     if opts.as_json:
         stdout.write((json.dumps(summary) + "\n").encode())
