@@ -32,7 +32,7 @@ from gkm_cli.evaluation import (
 )
 from gkm_cli.metrics import Protocol, get_protocol
 
-REAL = Path("/work/shared/data/real_pairs_dev")
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_pairs_dev"
 
 try:  # the project's reader; a tiny private fallback keeps these tests usable without it
     from gkm_cli.images import read_image as _project_reader

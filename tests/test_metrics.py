@@ -31,7 +31,8 @@ from gkm_cli.metrics import (
     ssim,
 )
 
-REAL = Path("/work/shared/data/real_pairs_dev")
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "real_pairs_dev"
 #: LPIPS(check_pair(128, sigma=2.0)) printed by scripts/convert_lpips_weights.py.
 PINNED_LPIPS = 0.247092
 
@@ -122,6 +123,21 @@ def _real_pairs(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
         g = cv2.imread(str(s), cv2.IMREAD_UNCHANGED)[72:372, 200:600, ::-1]
         out.append((a.astype(np.float64) / 255.0, g.astype(np.float64) / 255.0))
     return out
+
+
+@pytest.mark.parametrize("name", ["coffee_defocus_16bit.tif", "canyon_defocus.jpg"])
+def test_real_photos_match_skimage_both_ssim_conventions(name: str) -> None:
+    """Real photo content from sample_images/ (always present), against a blurred copy of itself."""
+    import cv2
+
+    from gkm_cli.images import read_image
+
+    photo = read_image(REPO / "sample_images" / name).pixels[:240, :320].astype(np.float64)
+    blurred = cv2.GaussianBlur(photo, (0, 0), 2.0)
+    p, g = nchw(blurred), nchw(photo)
+    assert float(psnr(p, g, data_range=1.0)[0]) == pytest.approx(sk_psnr(photo, blurred, data_range=1.0), abs=1e-4)
+    assert float(ssim(p, g, data_range=1.0, window="gaussian11")[0]) == pytest.approx(sk_ssim_gauss(blurred, photo, 1.0), abs=1e-4)
+    assert float(ssim(p, g, data_range=1.0, window="uniform7")[0]) == pytest.approx(sk_ssim_default(blurred, photo, 1.0), abs=1e-4)
 
 
 @pytest.mark.skipif(not (REAL / "blur").is_dir(), reason="shared/data/real_pairs_dev not present")

@@ -43,7 +43,7 @@ APERTURES = [
     Aperture("gengauss", beta=6.0),
     Aperture("mix", mix=0.4),
 ]
-MOTO = Path("/work/shared/data/sharp/skimage/motorcycle_disp.npz")
+MOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "sharp" / "skimage" / "motorcycle_disp.npz"
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
