@@ -349,13 +349,16 @@ def test_torchrun_two_cpu_ranks_split_the_folder(photos, weights, tmp_path):
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     records = json_lines(proc.stdout)
-    summaries = [r for r in records if r.get("summary")]
+    summaries = [r for r in records if r.get("scope") == "rank"]
     per_image = [r for r in records if not r.get("summary")]
     assert sorted(s["rank"] for s in summaries) == [0, 1] and {s["world_size"] for s in summaries} == {2}
     inputs = [Path(r["input"]).relative_to(photos).as_posix() for r in per_image]
     assert sorted(inputs) == sorted(GOOD + ["broken.png"])  # no duplicate, none missing
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(GOOD)
-    assert proc.returncode != 0  # the broken file makes its rank exit 1
+    (world,) = [r for r in records if r.get("scope") == "world"]  # rank 0 alone reports the whole run
+    assert (world["total"], world["ok"], world["failed"]) == (len(GOOD) + 1, len(GOOD), 1)
+    assert world["total"] == sum(s["total"] for s in summaries)
+    assert proc.returncode != 0  # the broken file makes the run exit 1
 
 
 # ---- output naming -------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def _check_writable(folder: Path) -> None:
 def run_command(opts: RunOptions, err: Console) -> int:
     """Run a deblur/blurmap command; returns the exit code (raises GkmError for fatal errors)."""
     from gkm_cli.api import Deblurrer
-    from gkm_cli.engine.distributed import rank_from_env, split_work
+    from gkm_cli.engine.distributed import rank_from_env, split_work, world_totals
     from gkm_cli.engine.folders import FORMAT_SUFFIX, STDIO, check_jobs, drop_previous_outputs, expand_inputs, parse_shard, plan_jobs
     from gkm_cli.engine.maps import MapSettings, sidecar_path
     from gkm_cli.engine.pipeline import FAILED, OK, SKIPPED, Record, Stages, run_pipeline
@@ -283,6 +283,7 @@ def run_command(opts: RunOptions, err: Console) -> int:
         "seconds": round(seconds, 3),
         "megapixels": round(megapixels, 3),
         "megapixels_per_s": round(megapixels / seconds, 3) if seconds > 0 else None,
+        "scope": "rank" if ranks.distributed else "run",
         "rank": ranks.rank,
         "world_size": ranks.world_size,
         **description,
@@ -297,7 +298,22 @@ def run_command(opts: RunOptions, err: Console) -> int:
             f"{counts[FAILED]} failed in {seconds:.1f} s on {description['device']} ({description['precision']})",
             highlight=False,
         )
-    return 1 if counts[FAILED] else 0
+    totals = world_totals({"total": len(mine), "ok": counts[OK], "skipped": counts[SKIPPED], "failed": counts[FAILED],
+                           "megapixels": megapixels}, ranks)  # fmt: skip
+    if totals is None:
+        return 1 if counts[FAILED] else 0
+    if ranks.rank == 0:
+        seconds = time.perf_counter() - start
+        world = {"summary": True, "scope": "world", "task": opts.task, "world_size": ranks.world_size,
+                 **{k: (round(v, 3) if k == "megapixels" else int(v)) for k, v in totals.items()},
+                 "seconds": round(seconds, 3), "megapixels_per_s": round(totals["megapixels"] / seconds, 3)}  # fmt: skip
+        if opts.as_json:
+            stdout.write((json.dumps(world) + "\n").encode())
+            stdout.flush()
+        if not opts.quiet:
+            err.print(f"{opts.task} (all {ranks.world_size} ranks): {world['ok']} written, {world['skipped']} skipped, "
+                      f"{world['failed']} failed in {seconds:.1f} s", highlight=False)  # fmt: skip
+    return 1 if totals["failed"] else 0
 
 
 def _run_cli(opts: RunOptions) -> None:
