@@ -344,3 +344,13 @@ def test_wrapper_is_told_when_the_reconstruction_head_gets_no_gradient(tmp_path:
         cfg = _cfg(synth_from=(str(photos),), steps=1, loss=LossConfig(recipe=recipe))
         Trainer(cfg, tmp_path / recipe, device=torch.device("cpu"), progress=False, wrap_model=wrap).run()
     assert seen == [False, True]
+
+
+def test_ema_decay_warms_up_and_caps() -> None:
+    from gkm_cli.training.config import ema_decay_at
+
+    decays = [ema_decay_at(s, 0.999) for s in range(20000)]
+    assert decays[0] == pytest.approx(0.1) and max(decays) == 0.999 and decays[-1] == 0.999
+    assert all(a <= b for a, b in zip(decays, decays[1:]))
+    # the weight left on the initial state after 1500 steps is negligible, unlike a plain 0.999 average
+    assert math.prod(decays[:1500]) < 1e-3 < 0.999**1500

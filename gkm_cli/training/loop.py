@@ -34,7 +34,7 @@ from gkm_cli.errors import GkmError, UsageError
 from gkm_cli.nets import create_model
 from gkm_cli.nets.checkpoint import atomic_write_bytes, save_weights
 from gkm_cli.training import checkpointing as ck
-from gkm_cli.training.config import DistInfo, TrainConfig, lr_at
+from gkm_cli.training.config import DistInfo, TrainConfig, ema_decay_at, lr_at
 from gkm_cli.training.distributed import barrier, sum_across
 from gkm_cli.training.losses import loss_terms, recipe_for
 from gkm_cli.training.sampling import StepBatchSampler, TrainData, build_train_data, rank_share
@@ -369,7 +369,7 @@ class Trainer:
                             self.scaler.step(self.optimizer)
                             self.scaler.update()
                             if self.ema is not None:
-                                ema_update(self.ema, self.model, cfg.ema)
+                                ema_update(self.ema, self.model, ema_decay_at(step, cfg.ema))
                     step += 1
                     clean = True
                     steps_in_int += 1
