@@ -200,7 +200,7 @@ class Deblurrer:
             "model": self.name,
             "weights": str(self.weights) if self.weights is not None else None,
             "device": str(self.device),
-            "backend": getattr(self, "backend", "torch"),
+            "backend": self.backend,
             "precision": precision_name(self.dtype),
             "tile": self.engine.tiling.tile,
             "tile_overlap": self.engine.overlap,

@@ -86,7 +86,8 @@ def _named_output_format(output: str | None) -> str | None:
     """The format an ``-o FILE`` suffix names (png, tiff, jpeg, npy), or None for folders / stdout."""
     if output is None or output == "-" or Path(output).is_dir():
         return None
-    return {".npy": "npy"}.get(Path(output).suffix.lower()) or _IMAGE_FORMATS.get(Path(output).suffix.lower().lstrip("."))
+    suffix = Path(output).suffix.lower().lstrip(".")
+    return "npy" if suffix == "npy" else _IMAGE_FORMATS.get(suffix)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

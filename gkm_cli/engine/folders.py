@@ -167,16 +167,12 @@ def plan_jobs(
             raise UsageError(f"-o - (stdout) takes exactly one input, got {len(sources)}")
         return [Job(sources[0], None)]
     jobs = []
-    single_file = (
-        output is not None
-        and len(sources) == 1
-        and sources[0].listed
-        and Path(output).suffix.lower() in SUPPORTED_SUFFIXES | {".npy"}
-        and not Path(output).is_dir()
+    names_file = (
+        output is not None and Path(output).suffix.lower() in SUPPORTED_SUFFIXES | {".npy"} and not Path(output).is_dir()
     )
-    if single_file:
+    if names_file and len(sources) == 1 and sources[0].listed:
         return [Job(sources[0], Path(output))]  # type: ignore[arg-type]
-    if output is not None and Path(output).suffix.lower() in SUPPORTED_SUFFIXES | {".npy"} and not Path(output).is_dir():
+    if names_file:
         what = f"{len(sources)} inputs" if len(sources) != 1 else "an input that is not a single named file"
         raise UsageError(f"-o {output}: names one file but got {what}; give an output folder instead")
     out_root = Path(output) if output is not None else None

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from gkm_cli.errors import GkmError, UsageError
 from gkm_cli.nets import create_model
-from gkm_cli.nets.checkpoint import atomic_write_bytes, save_weights
+from gkm_cli.nets.checkpoint import atomic_write_bytes, card_path, save_weights
 from gkm_cli.training import checkpointing as ck
 from gkm_cli.training.config import DistInfo, TrainConfig, ema_decay_at, lr_at
 from gkm_cli.training.distributed import barrier, sum_across
@@ -120,18 +120,18 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-@torch.no_grad()
 def _best_on_disk(out: Path, saved: float | None) -> float | None:
     """The best validation PSNR to beat after a resume: the state's, or the score recorded in
     ``best.json`` when a best model was written after the last state save (then killed)."""
     try:
-        card = json.loads((out / ck.BEST_WEIGHTS).with_suffix(".json").read_text())
+        card = json.loads(card_path(out / ck.BEST_WEIGHTS).read_text())
         on_disk = float(card["validation"]["best_psnr"])
     except (OSError, ValueError, KeyError, TypeError):
         return saved
     return on_disk if saved is None else max(saved, on_disk)
 
 
+@torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model for float parameters and buffers; others copied."""
     for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
