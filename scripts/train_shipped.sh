@@ -8,29 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${GKM_SHARED_DATA:-$ROOT/../shared/data}"
 RUN="${GKM_RUN_DIR:-$ROOT/runs/ggkmnet-synth}"
 DATA="$ROOT/runs/data"
-bash "$ROOT/scripts/bootstrap.sh"
-PY="$ROOT/.venv/bin/python"
-
-# Split the sharp photos into training / held-out folders (symlinks), by the HELD_OUT list.
-mkdir -p "$DATA/sharp_train" "$DATA/sharp_heldout"
-"$PY" - "$SHARED/sharp" "$DATA" <<'PYEOF'
-import sys
-from pathlib import Path
-sys.path.insert(0, "scripts")
-from make_samples import HELD_OUT
-sharp, data = Path(sys.argv[1]), Path(sys.argv[2])
-for f in sorted(sharp.rglob("*")):
-    if f.suffix.lower() not in {".png", ".jpg", ".jpeg", ".tif", ".tiff"}:
-        continue
-    rel = f.relative_to(sharp).as_posix()
-    link = data / ("sharp_heldout" if rel in HELD_OUT else "sharp_train") / rel.replace("/", "_")
-    if not link.exists():
-        link.symlink_to(f.resolve())
-PYEOF
-
-# The fixed synthetic validation set (deterministic for the seed).
-[ -d "$DATA/val_synth/blur" ] || "$ROOT/.venv/bin/gkm" train synth --from "$DATA/sharp_heldout" \
-  --out "$DATA/val_synth" --n 24 --size 256 --seed 2026
+bash "$ROOT/scripts/prepare_data.sh"
 
 # GKM_NPROC=2: DistributedDataParallel over 2 CPU processes (same batches and results as 1).
 NPROC="${GKM_NPROC:-1}"

@@ -319,6 +319,24 @@ def test_cli_run_resume_and_synth(tmp_path: Path, photos: Path) -> None:
     assert json.loads(r.stdout)["last_val"]["n"] == 2
 
 
+def test_init_starts_from_given_weights_and_refuses_another_architecture(tmp_path: Path, photos: Path) -> None:
+    """--init (fine-tuning): the run starts from the checkpoint's weights, not a fresh init."""
+    _run(_cfg(synth_from=(str(photos),), steps=3, lr=1e-2, seed=0), tmp_path / "a")
+    trained = load_weights(tmp_path / "a" / ck.LAST_WEIGHTS).state_dict()
+    # lr so small that one step cannot move the weights: what is saved is what the run started from
+    _run(_cfg(synth_from=(str(photos),), steps=1, lr=1e-12, seed=5, init_from=str(tmp_path / "a" / ck.LAST_WEIGHTS)), tmp_path / "b")
+    _run(_cfg(synth_from=(str(photos),), steps=1, lr=1e-12, seed=5), tmp_path / "c")
+    tuned = load_weights(tmp_path / "b" / ck.LAST_WEIGHTS).state_dict()
+    fresh = load_weights(tmp_path / "c" / ck.LAST_WEIGHTS).state_dict()
+    params = [k for k, v in trained.items() if v.is_floating_point() and v.numel() > 1]
+    for k in params:
+        torch.testing.assert_close(tuned[k], trained[k], atol=1e-6, rtol=0, msg=k)
+    assert any(not torch.allclose(fresh[k], trained[k], atol=1e-4) for k in params)
+    other = (("groups", 3), ("per_group", 2), ("width", 8))
+    with pytest.raises(ck.CheckpointError, match="same architecture"):
+        _run(_cfg(synth_from=(str(photos),), steps=1, model_overrides=other, init_from=str(tmp_path / "a" / ck.LAST_WEIGHTS)), tmp_path / "d")
+
+
 def test_resume_keeps_a_best_written_after_the_last_save(tmp_path: Path) -> None:
     """A best model saved after the last state save (then a crash) must not be beaten by a worse one."""
     out = tmp_path / "run"

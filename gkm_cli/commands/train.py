@@ -64,6 +64,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
     def run(
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log.csv, model cards.")],
         model: Annotated[Optional[str], typer.Option("--model", "-m", help="Architecture (gkm models). Default ggkmnet.")] = None,
+        init: Annotated[Optional[Path], typer.Option("--init", help="Start from these weights (fine-tune a .safetensors of the same architecture); the optimizer and lr schedule start fresh.")] = None,
         tiny: Annotated[bool, typer.Option("--tiny", help="Use the tiny test configuration of the model (smoke runs).")] = False,
         model_set: Annotated[Optional[list[str]], typer.Option("--model-set", help="Model config override KEY=VALUE (repeatable).")] = None,
         data: Annotated[Optional[list[Path]], typer.Option("--data", help="Real pairs dataset root, any known layout (repeatable).")] = None,
@@ -145,7 +146,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             except ValueError:
                 raise UsageError(f"--scale-weights expects numbers separated by commas, got {scale_weights!r}") from None
         given: dict[str, Any] = {
-            "model": model, "model_overrides": tuple(sorted(overrides.items())) if overrides is not None else None,
+            "model": model, "init_from": str(init) if init is not None else None, "model_overrides": tuple(sorted(overrides.items())) if overrides is not None else None,
             "data": _tuple(data), "data_split": data_split, "synth_from": _tuple(synth_from),
             "synth_holdout": synth_holdout, "synth_max_radius": synth_max_radius, "synth_in_focus_prob": synth_in_focus,
             "synth_dead_leaves": synth_dead_leaves, "real_fraction": real_fraction, "val": _tuple(val),
@@ -160,7 +161,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         base = None
         if resume:
             base = TrainConfig.from_dict(read_state_info(out / STATE_FILE)["config"])
-            fixed = ("model", "model_overrides", "patch", "batch", "seed")
+            fixed = ("model", "model_overrides", "init_from", "patch", "batch", "seed")
             changed = [k for k in fixed if given.get(k) is not None and given[k] != getattr(base, k)]
             if changed:
                 raise UsageError(f"--resume cannot change {', '.join(changed)} (saved run has {', '.join(f'{k}={getattr(base, k)}' for k in changed)})")

@@ -58,6 +58,7 @@ class TrainConfig:
 
     model: str = "ggkmnet"
     model_overrides: tuple[tuple[str, Any], ...] = ()
+    init_from: str | None = None  # weights file to start from (fine-tuning); optimizer starts fresh
     # data
     data: tuple[str, ...] = ()  # real-pair dataset roots (any layout detect_layout knows)
     data_split: str | None = None  # e.g. "train_c" for DPDD

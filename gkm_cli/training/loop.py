@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from gkm_cli.errors import GkmError, UsageError
 from gkm_cli.nets import create_model
-from gkm_cli.nets.checkpoint import atomic_write_bytes, card_path, save_weights
+from gkm_cli.nets.checkpoint import atomic_write_bytes, card_path, load_weights, model_config, save_weights
 from gkm_cli.training import checkpointing as ck
 from gkm_cli.training.config import DistInfo, TrainConfig, ema_decay_at, lr_at
 from gkm_cli.training.distributed import barrier, sum_across
@@ -132,6 +132,18 @@ def _best_on_disk(out: Path, saved: float | None) -> float | None:
 
 
 @torch.no_grad()
+def init_weights(model: nn.Module, path: Path) -> None:
+    """Copy a checkpoint's weights into a freshly built ``model`` (fine-tuning). The checkpoint
+    must hold the same architecture and configuration; a missing SRM training head keeps its
+    fresh initialisation (inference-only exports drop it)."""
+    source = load_weights(path)
+    if source.spec.name != model.spec.name or model_config(source) != model_config(model):
+        raise ck.CheckpointError(
+            f"{path}: holds {source.spec.name} {model_config(source)}, not {model.spec.name} {model_config(model)}; --init needs the same architecture"
+        )
+    model.load_state_dict(source.state_dict(), strict=False)
+
+
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model for float parameters and buffers; others copied."""
     for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
@@ -209,7 +221,10 @@ class Trainer:
         cfg = self.cfg
         rank_share(cfg.batch, self.dist)  # a global batch that does not split evenly fails early
         torch.manual_seed(cfg.seed)
-        self.model = create_model(cfg.model, **cfg.overrides()).to(self.device).train()
+        self.model = create_model(cfg.model, **cfg.overrides())
+        if cfg.init_from is not None and not self.resume:  # a resume loads its own state below
+            init_weights(self.model, Path(cfg.init_from))
+        self.model = self.model.to(self.device).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.ema: nn.Module | None = None
         if cfg.ema > 0:

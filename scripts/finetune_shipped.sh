@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Stage 2 of the shipped ggkmnet recipe: fine-tune the stage-1 weights (scripts/train_shipped.sh)
+# with a fresh optimizer, a lower lr and more in-focus samples (near-sharp inputs were stage 1's
+# worst case: see docs/TRAINING.md). Same data, same held-out photos, same validation sets.
+# Usage: scripts/finetune_shipped.sh [extra gkm train run flags, e.g. --resume]
+#   GKM_INIT: stage-1 weights [runs/ggkmnet-synth/last.safetensors]; GKM_NPROC=2: 2 DDP processes.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SHARED="${GKM_SHARED_DATA:-$ROOT/../shared/data}"
+RUN="${GKM_RUN_DIR:-$ROOT/runs/ggkmnet-finetune}"
+INIT="${GKM_INIT:-$ROOT/runs/ggkmnet-synth/last.safetensors}"
+DATA="$ROOT/runs/data"
+bash "$ROOT/scripts/prepare_data.sh"
+
+NPROC="${GKM_NPROC:-1}"
+if [ "$NPROC" -gt 1 ]; then
+  LAUNCH=("$ROOT/.venv/bin/torchrun" --standalone --nproc-per-node "$NPROC" -m gkm_cli)
+else
+  LAUNCH=("$ROOT/.venv/bin/gkm")
+fi
+exec "${LAUNCH[@]}" train run --out "$RUN" --model ggkmnet --init "$INIT" \
+  --synth-from "$DATA/sharp_train" --synth-holdout 0 --synth-in-focus 0.3 \
+  --val "$DATA/val_synth" --val "$SHARED/real_pairs_dev" --val-every 500 --val-max-size 256 \
+  --scale-weights 0.25,0.5,1 \
+  --patch 128 --batch 4 --steps 3000 --lr 2e-4 --lr-halve-start 1500 --lr-halve-every 375 \
+  --ema 0.999 --save-every 250 --threads 1 --workers 0 --seed 1 "$@"
