@@ -22,5 +22,5 @@ exec "${LAUNCH[@]}" train run --out "$RUN" --model ggkmnet --init "$INIT" \
   --synth-from "$DATA/sharp_train" --synth-holdout 0 --synth-in-focus 0.3 \
   --val "$DATA/val_synth" --val "$SHARED/real_pairs_dev" --val-every 500 --val-max-size 256 \
   --scale-weights 0.25,0.5,1 \
-  --patch 128 --batch 4 --steps 3000 --lr 2e-4 --lr-halve-start 1500 --lr-halve-every 375 \
+  --patch 128 --batch 4 --steps 1200 --lr 2e-4 --lr-halve-start 700 --lr-halve-every 125 \
   --ema 0.999 --save-every 250 --threads 1 --workers 0 --seed 1 "$@"

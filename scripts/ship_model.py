@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, required=True, help="folder with real_dev.json / val_synth.json")
     ap.add_argument("--name", default="ggkmnet")
     ap.add_argument("--note", default="", help="how this checkpoint was chosen")
+    ap.add_argument("--train-command", default="scripts/train_shipped.sh (GKM_NPROC=2)", help="the script that trains it")
+    ap.add_argument("--init-card", type=Path, help="card of the weights a fine-tune started from (--init): its training is recorded as stage 1")
     args = ap.parse_args()
 
     load_weights(args.weights)  # refuse anything that does not load
@@ -64,10 +66,15 @@ def main() -> None:
     card["shipped"] = {
         "from": str(args.weights.relative_to(ROOT) if args.weights.is_relative_to(ROOT) else args.weights),
         "note": args.note,
-        "train_command": "scripts/train_shipped.sh (GKM_NPROC=2)",
+        "train_command": args.train_command,
         "eval_command": f"scripts/eval_shipped.sh models/{args.name}.safetensors",
         "scores": scores,
     }
+    if args.init_card is not None:
+        stage1 = json.loads(args.init_card.read_text())
+        keep = ("command", "steps", "wall_time_s", "hardware", "world_size", "synth_config", "training")
+        card["shipped"]["stage1"] = {k: stage1[k] for k in keep if k in stage1}
+        card["shipped"]["stage1"]["train_command"] = stage1.get("shipped", {}).get("train_command")
     dest = ROOT / "models" / f"{args.name}.safetensors"
     tmp = dest.with_suffix(".tmp")
     shutil.copyfile(args.weights, tmp)

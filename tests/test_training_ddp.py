@@ -257,12 +257,16 @@ def test_ddp_two_processes_stop_resume_and_match_one_process(photos: Path, tmp_p
     r = subprocess.run([sys.executable, "-m", "gkm_cli", "train", "run", "--out", str(one), *common, "--steps", str(end), "--quiet"],
                        capture_output=True, text=True, env=_env(), timeout=300)
     assert r.returncode == 0, r.stderr
+    # Gloo's gradient average and one process's batch mean round differently, and Adam turns a
+    # rounding difference in a near-zero gradient into up to lr (1e-3) of weight per step; the
+    # later SIGTERM lands (busy machine), the more steps amplify it (1.7e-5 seen at step 4).
+    # Different batches would move most weights by ~lr per step, far beyond this tolerance.
     a, b = _model_tensors(ddp / ck.STATE_FILE), _model_tensors(one / ck.STATE_FILE)
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5, msg=k)
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4, msg=k)
     ema_a, ema_b = load_file(str(ddp / ck.LAST_WEIGHTS)), load_file(str(one / ck.LAST_WEIGHTS))
     for k in ema_a:
-        torch.testing.assert_close(ema_a[k], ema_b[k], rtol=0, atol=1e-5, msg=k)
+        torch.testing.assert_close(ema_a[k], ema_b[k], rtol=0, atol=1e-4, msg=k)
     rows_a, rows_b = _log_rows(ddp), _log_rows(one)
     assert [int(x["step"]) for x in rows_a] == [int(x["step"]) for x in rows_b] == list(range(1, end + 1))
     for ra, rb in zip(rows_a, rows_b):  # logged losses are global-batch means on both
