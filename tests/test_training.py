@@ -337,6 +337,22 @@ def test_init_starts_from_given_weights_and_refuses_another_architecture(tmp_pat
         _run(_cfg(synth_from=(str(photos),), steps=1, model_overrides=other, init_from=str(tmp_path / "a" / ck.LAST_WEIGHTS)), tmp_path / "d")
 
 
+def test_second_trainer_on_a_busy_run_folder_is_refused(tmp_path: Path, photos: Path) -> None:
+    """Two trainers in one folder would interleave checkpoints; the second stops at once, naming
+    the holder, and the folder is free again after the first ends."""
+    import os
+
+    out = tmp_path / "r"
+    out.mkdir()
+    cfg = _cfg(synth_from=(str(photos),), steps=1)
+    with ck.run_lock(out):
+        with pytest.raises(ck.RunLocked, match=f"pid {os.getpid()}"):
+            _run(cfg, out)
+    assert not (out / ck.STATE_FILE).exists()  # the refused run wrote nothing
+    _run(cfg, out)
+    assert (out / ck.STATE_FILE).exists()
+
+
 def test_resume_keeps_a_best_written_after_the_last_save(tmp_path: Path) -> None:
     """A best model saved after the last state save (then a crash) must not be beaten by a worse one."""
     out = tmp_path / "run"

@@ -18,6 +18,9 @@ resume continues, so the set is always resumable and loses at most one save inte
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,11 @@ STATE_JSON = "last.state.json"
 LAST_WEIGHTS = "last.safetensors"
 BEST_WEIGHTS = "best.safetensors"
 POINTER = "checkpoint.json"
+LOCK_FILE = ".train.lock"
+
+
+class RunLocked(GkmError):
+    """Another training process holds the run folder."""
 
 
 class CheckpointError(GkmError):
@@ -162,3 +170,32 @@ def load_state(
 def write_pointer(out_dir: Path, doc: dict[str, Any]) -> None:
     """The small ``checkpoint.json`` written after state and weights: what the folder holds."""
     atomic_write_bytes(Path(out_dir) / POINTER, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` for a training run: a second trainer on the same folder
+    (say, a resume while the first run still goes) would interleave checkpoints and log rows.
+    The lock is an OS file lock, so it goes with the process however that ends."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    path = Path(out) / LOCK_FILE
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RunLocked(f"{out}: a training run is already using this folder (pid {holder}); stop it first or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)

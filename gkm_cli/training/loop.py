@@ -343,8 +343,14 @@ class Trainer:
 
     # --- loop ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
+        if not self.dist.is_main:  # rank 0 holds the folder for the whole group
+            return self._run()
+        with ck.run_lock(self.out):
+            return self._run()
+
+    def _run(self) -> TrainResult:
+        cfg = self.cfg
         self._build()
         term_names = ["total", "mse", "ssim"] if self.recipe == "gkmnet" else ["total", "mse", "fft", "ssim"] + (["recon"] if self.recipe == "ggkmnet" else [])
         log = _Log(self.out / LOG_FILE, term_names, self.start_step if self.resume else None) if self.dist.is_main else None
