@@ -6,18 +6,9 @@
 #   GKM_INIT: stage-1 weights [runs/ggkmnet-synth/last.safetensors]; GKM_NPROC=2: 2 DDP processes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SHARED="${GKM_SHARED_DATA:-$ROOT/../shared/data}"
 RUN="${GKM_RUN_DIR:-$ROOT/runs/ggkmnet-finetune}"
 INIT="${GKM_INIT:-$ROOT/runs/ggkmnet-synth/last.safetensors}"
-DATA="$ROOT/runs/data"
-bash "$ROOT/scripts/prepare_data.sh"
-
-NPROC="${GKM_NPROC:-1}"
-if [ "$NPROC" -gt 1 ]; then
-  LAUNCH=("$ROOT/.venv/bin/torchrun" --standalone --nproc-per-node "$NPROC" -m gkm_cli)
-else
-  LAUNCH=("$ROOT/.venv/bin/gkm")
-fi
+source "$ROOT/scripts/train_common.sh"
 exec "${LAUNCH[@]}" train run --out "$RUN" --model ggkmnet --init "$INIT" \
   --synth-from "$DATA/sharp_train" --synth-holdout 0 --synth-in-focus 0.3 \
   --val "$DATA/val_synth" --val "$SHARED/real_pairs_dev" --val-every 500 --val-max-size 256 \
