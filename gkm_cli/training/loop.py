@@ -131,7 +131,6 @@ def _best_on_disk(out: Path, saved: float | None) -> float | None:
     return on_disk if saved is None else max(saved, on_disk)
 
 
-@torch.no_grad()
 def init_weights(model: nn.Module, path: Path) -> None:
     """Copy a checkpoint's weights into a freshly built ``model`` (fine-tuning). The checkpoint
     must hold the same architecture and configuration; a missing SRM training head keeps its
@@ -144,6 +143,7 @@ def init_weights(model: nn.Module, path: Path) -> None:
     model.load_state_dict(source.state_dict(), strict=False)
 
 
+@torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * model for float parameters and buffers; others copied."""
     for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
