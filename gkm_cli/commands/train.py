@@ -146,7 +146,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             except ValueError:
                 raise UsageError(f"--scale-weights expects numbers separated by commas, got {scale_weights!r}") from None
         given: dict[str, Any] = {
-            "model": model, "init_from": str(init) if init is not None else None, "model_overrides": tuple(sorted(overrides.items())) if overrides is not None else None,
+            "model": model, "init_from": str(init.resolve()) if init is not None else None, "model_overrides": tuple(sorted(overrides.items())) if overrides is not None else None,
             "data": _tuple(data), "data_split": data_split, "synth_from": _tuple(synth_from),
             "synth_holdout": synth_holdout, "synth_max_radius": synth_max_radius, "synth_in_focus_prob": synth_in_focus,
             "synth_dead_leaves": synth_dead_leaves, "real_fraction": real_fraction, "val": _tuple(val),

@@ -133,14 +133,14 @@ def _best_on_disk(out: Path, saved: float | None) -> float | None:
 
 def init_weights(model: nn.Module, path: Path) -> None:
     """Copy a checkpoint's weights into a freshly built ``model`` (fine-tuning). The checkpoint
-    must hold the same architecture and configuration; a missing SRM training head keeps its
-    fresh initialisation (inference-only exports drop it)."""
+    must hold the same architecture and configuration (``load_weights`` gives a checkpoint
+    without the SRM training head a fresh one, so every key is there)."""
     source = load_weights(path)
     if source.spec.name != model.spec.name or model_config(source) != model_config(model):
         raise ck.CheckpointError(
             f"{path}: holds {source.spec.name} {model_config(source)}, not {model.spec.name} {model_config(model)}; --init needs the same architecture"
         )
-    model.load_state_dict(source.state_dict(), strict=False)
+    model.load_state_dict(source.state_dict())
 
 
 @torch.no_grad()
