@@ -20,7 +20,15 @@ class ImageReadError(GkmError):
 
 
 class ImageWriteError(GkmError):
-    """An output could not be written (unwritable folder, disk full, would overwrite an input)."""
+    """An output could not be written (unwritable folder, disk full, would overwrite an input).
+
+    ``errno`` is the operating system's error number when there was one: a folder run stops on
+    errors that every later write would hit too (disk full, read-only file system, closed pipe).
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class ModelError(GkmError):

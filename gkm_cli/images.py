@@ -26,16 +26,20 @@ Writes are atomic (temp file in the target folder, fsync, ``os.replace``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import errno
 import io
+import logging
 import mmap
 import os
+import re
 import struct
+import sys
 import tempfile
+import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -46,8 +50,10 @@ import numpy as np
 import tifffile
 
 from gkm_cli.errors import ImageReadError, ImageWriteError, UsageError
+from gkm_cli.fileio import atomic_write_bytes, describe_os_error
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "FORMATS",
     "SUPPORTED_SUFFIXES",
     "Carry",
@@ -83,6 +89,19 @@ _BIT_DEPTHS: Final[Mapping[str, tuple[int, ...]]] = MappingProxyType(
 _READ_DTYPES: Final = frozenset(np.dtype(t) for t in ("uint8", "uint16", "float16", "float32", "float64"))
 _PNG_LEVEL: Final = 4  # zlib level for PNG output: close to level 9 on photos, several times faster.
 _ROW_BLOCK: Final = 256  # rows quantised per step on write: bounds the float32 temporary.
+#: Default ``max_pixels`` of every reader: 250 MP (a 24 MP photo is far below; a crafted header
+#: declaring 100000 x 100000 is refused before any pixel memory is allocated). 0 = no limit.
+DEFAULT_MAX_PIXELS: Final = 250_000_000
+_CV_MAX_PIXELS: Final = 1 << 30  # OpenCV's own decoder limit (CV_IO_MAX_IMAGE_PIXELS default)
+# Lines the bundled decoders (OpenCV's log, libpng, libjpeg, libtiff) print on stderr. They
+# never reach the terminal: a decode that produced an error line is a corrupt file.
+_DECODER_LINE: Final = re.compile(
+    rb"^(\[ ?(WARN|ERROR|INFO|DEBUG)|libpng |Corrupt JPEG|Premature end of JPEG|Invalid JPEG|Invalid SOS|Bogus |"
+    rb"Huffman |Unsupported |Inconsistent progression|Warning: |JPEG|TIFF)"
+)
+_DECODER_ERROR: Final = re.compile(rb"(\[ERROR|libpng error|Corrupt JPEG data|Premature end of JPEG|Invalid |Bogus |Huffman )")
+# stderr is one per process: decodes that capture it take turns.
+_STDERR_LOCK: Final = threading.Lock()
 
 
 class MetadataWarning(UserWarning):
@@ -222,11 +241,14 @@ def _sniff(head: bytes) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
-def read_image(path: PathLike) -> Image:
+def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image:
     """Read a PNG, TIFF or JPEG file; the format is taken from its content, not its suffix.
 
     Peak memory is the decoded native array plus the float32 pixels (for a 45 MP 16-bit RGB
-    TIFF: 270 MB + 540 MB); the file itself is memory-mapped, not copied.
+    TIFF: 270 MB + 540 MB); the file itself is memory-mapped, not copied. Every problem is an
+    :class:`ImageReadError` whose message is one line naming the file: an image whose header
+    declares more than ``max_pixels`` pixels (0 or None: no limit) is refused before decoding,
+    and so is corrupt data the decoders only warn about (e.g. libjpeg's "Corrupt JPEG data").
     """
     p = Path(path)
     name = str(p)
@@ -237,7 +259,7 @@ def read_image(path: PathLike) -> Image:
                 raise ImageReadError(f"{name}: empty file")
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             try:
-                img = _decode(mm, name, None, fh)
+                img = _decode(mm, name, None, fh, max_pixels or 0)
             finally:
                 try:
                     mm.close()
@@ -247,23 +269,39 @@ def read_image(path: PathLike) -> Image:
         raise ImageReadError(f"{name}: no such file") from None
     except IsADirectoryError:
         raise ImageReadError(f"{name}: is a directory, not an image") from None
-    except PermissionError:
-        raise ImageReadError(f"{name}: permission denied") from None
     except OSError as exc:
-        raise ImageReadError(f"{name}: cannot read ({exc.strerror or exc})") from None
+        raise ImageReadError(f"{name}: cannot read ({describe_os_error(exc)})") from None
     return dataclasses.replace(img, path=p)
 
 
-def decode_image(data: bytes | bytearray | memoryview, name: str = "<stdin>", format: str | None = None) -> Image:
-    """Decode an in-memory PNG / TIFF / JPEG; ``format`` (optional) must match the content."""
+def decode_image(
+    data: bytes | bytearray | memoryview,
+    name: str = "<stdin>",
+    format: str | None = None,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Image:
+    """Decode an in-memory PNG / TIFF / JPEG; ``format`` (optional) must match the content.
+    Checks as :func:`read_image`."""
     buf = bytes(data) if not isinstance(data, bytes) else data
     if not buf:
         raise ImageReadError(f"{name}: empty input")
     fmt = _normalise_format(format) if format is not None else None
-    return _decode(buf, name, fmt, None)
+    return _decode(buf, name, fmt, None, max_pixels or 0)
 
 
-def _decode(buf: Buffer, name: str, fmt: str | None, fh: io.BufferedReader | None) -> Image:
+def _check_size(name: str, kind: str, width: int, height: int, limit: int) -> None:
+    """Refuse, from the header alone, an empty image or one larger than ``limit`` pixels."""
+    if width < 1 or height < 1:
+        raise ImageReadError(f"{name}: corrupt {kind} (header declares {width} x {height} pixels)")
+    if limit and width * height > limit:
+        raise ImageReadError(
+            f"{name}: {width} x {height} = {width * height / 1e6:.0f} MP is over the limit of "
+            f"{limit / 1e6:g} MP (raise it with --max-pixels, 0 = no limit)"
+        )
+
+
+def _decode(buf: Buffer, name: str, fmt: str | None, fh: io.BufferedReader | None, limit: int = 0) -> Image:
     """Dispatch on the sniffed format; ``fh`` is the open file for TIFF (None: use ``buf``)."""
     found = _sniff(bytes(buf[:8]))
     if found is None:
@@ -274,23 +312,77 @@ def _decode(buf: Buffer, name: str, fmt: str | None, fh: io.BufferedReader | Non
     readers = {"png": _read_png, "jpeg": _read_jpeg}
     try:
         if found in readers:
-            return readers[found](buf, name)
-        return _read_tiff(buf, name, fh)
-    except (struct.error, IndexError, ValueError) as exc:  # malformed structure past the checks
+            return readers[found](buf, name, limit)
+        return _read_tiff(buf, name, fh, limit)
+    except (struct.error, IndexError, ValueError, OverflowError) as exc:  # malformed structure past the checks
         raise ImageReadError(f"{name}: corrupt {found.upper()} ({_one_line(exc)})") from None
+    except MemoryError:  # within the pixel limit, but not within this machine's memory
+        raise ImageReadError(f"{name}: not enough memory to decode this {found.upper()}") from None
 
 
-def _imdecode(buf: Buffer, name: str, kind: str) -> np.ndarray:
-    """cv2 decode keeping bit depth, channels and stored orientation (EXIF rotation not applied)."""
+def _imdecode(buf: Buffer, name: str, kind: str, pixels: int = 0) -> np.ndarray:
+    """cv2 decode keeping bit depth, channels and stored orientation (EXIF rotation not applied).
+
+    The decoders' stderr lines are captured: an error or corrupt-data warning among them makes
+    the file corrupt (libjpeg decodes damaged entropy data to a plausible-looking image and only
+    says "Corrupt JPEG data" on stderr, naming no file). ``pixels`` is the header's count.
+    """
     arr = np.frombuffer(buf, dtype=np.uint8)
-    try:
-        out = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        out = None
+    with _captured_stderr() as lines:
+        try:
+            out = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            out = None
     del arr
-    if out is None:
-        raise ImageReadError(f"{name}: corrupt {kind} (decoder failed)")
+    problem = next((line for line in lines if _DECODER_ERROR.search(line)), None)
+    if out is None and pixels > _CV_MAX_PIXELS:
+        raise ImageReadError(f"{name}: {pixels / 1e6:.0f} MP is more than the decoder can read (2^30 pixels)")
+    if out is None or problem is not None:
+        reason = _decoder_reason(problem) if problem is not None else "decoder failed"
+        raise ImageReadError(f"{name}: corrupt {kind} ({reason})")
     return out
+
+
+def _decoder_reason(line: bytes) -> str:
+    """A decoder's stderr line without OpenCV's log prefix, for a one-line message."""
+    text = line.decode("utf-8", "replace").strip()
+    text = re.sub(r"^\[[^\]]*\]\s*global \S+ \S+\s*", "", text)  # "[ERROR:0@0.1] global file.cpp:117 Func"
+    return text[:120]
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[bytes]]:
+    """Collect what C code writes on file descriptor 2 meanwhile; yields the list of lines.
+
+    Decoder lines (see ``_DECODER_LINE``) are kept in the list and not shown; anything else
+    written meanwhile (another thread's progress bar) is passed on to the real stderr after.
+    """
+    lines: list[bytes] = []
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            yield lines  # no usable stderr: nothing to capture
+            return
+        try:
+            with tempfile.TemporaryFile() as tmp:
+                os.dup2(tmp.fileno(), 2)
+                try:
+                    yield lines
+                finally:
+                    with contextlib.suppress(OSError, ValueError, AttributeError):
+                        sys.stderr.flush()
+                    os.dup2(saved, 2)
+                    tmp.seek(0)
+                    other = []
+                    for line in tmp.read().splitlines(keepends=True):
+                        (lines if _DECODER_LINE.match(line.lstrip()) else other).append(line)
+                    if other:
+                        with contextlib.suppress(OSError):
+                            os.write(2, b"".join(other))
+        finally:
+            os.close(saved)
 
 
 def _to_float(native: np.ndarray, bgr: bool, gray_source: bool, name: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -361,9 +453,10 @@ def _png_chunks(buf: Buffer, name: str) -> tuple[tuple[int, int, int, int, int],
     return ihdr, ancillary
 
 
-def _read_png(buf: Buffer, name: str) -> Image:
+def _read_png(buf: Buffer, name: str, limit: int = 0) -> Image:
     """PNG -> Image, keeping 16-bit samples and gray/alpha layout."""
     (width, height, depth, ctype, _interlace), ancillary = _png_chunks(buf, name)
+    _check_size(name, "PNG", width, height, limit)
     icc = exif = xmp = None
     extras: list[PngChunk] = []
     for kind, data in ancillary:
@@ -375,7 +468,7 @@ def _read_png(buf: Buffer, name: str) -> Image:
             xmp = _png_read_itxt_text(data, name)
         elif kind in _PNG_COLOUR_CHUNKS or (kind[3] & 0x20 and kind not in _PNG_OWN_CHUNKS):
             extras.append(PngChunk(kind, data))
-    native = _imdecode(buf, name, "PNG")
+    native = _imdecode(buf, name, "PNG", width * height)
     if native.shape[:2] != (height, width):
         raise ImageReadError(f"{name}: corrupt PNG (decoded size differs from header)")
     pixels, alpha = _to_float(native, bgr=True, gray_source=ctype in (0, 4), name=name)
@@ -424,11 +517,12 @@ _ICC_PREFIX: Final = b"ICC_PROFILE\x00"
 _SOF_MARKERS: Final = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
-def _read_jpeg(buf: Buffer, name: str) -> Image:
+def _read_jpeg(buf: Buffer, name: str, limit: int = 0) -> Image:
     """JPEG -> Image; truncation is caught by requiring an EOI marker after the first scan."""
     n = len(buf)
     pos = 2
     components = 0
+    size: tuple[int, int] | None = None  # (width, height) from the frame header
     exif = xmp = None
     icc_parts: dict[int, bytes] = {}
     extras: list[JpegSegment] = []
@@ -458,6 +552,7 @@ def _read_jpeg(buf: Buffer, name: str) -> Image:
             break
         if marker in _SOF_MARKERS and len(payload) >= 6:
             components = payload[5]
+            size = struct.unpack(">H", payload[3:5])[0], struct.unpack(">H", payload[1:3])[0]
         elif marker == 0xE1 and payload.startswith(_EXIF_PREFIX):
             exif = exif or payload[len(_EXIF_PREFIX) :]
         elif marker == 0xE1 and payload.startswith(_XMP_PREFIX):
@@ -468,11 +563,16 @@ def _read_jpeg(buf: Buffer, name: str) -> Image:
             extras.append(JpegSegment(marker, payload))  # APP14 (Adobe transform) never carried
         elif marker == 0xE2 and not payload.startswith(b"MPF\x00"):  # MPF points at dropped images
             extras.append(JpegSegment(marker, payload))
+    if size is None:
+        raise ImageReadError(f"{name}: corrupt JPEG (no frame header before the image data)")
+    _check_size(name, "JPEG", *size, limit)
     if components == 4:
         raise ImageReadError(f"{name}: CMYK JPEG is not supported")
     if buf.find(b"\xff\xd9", pos) < 0:
         raise ImageReadError(f"{name}: truncated JPEG (no end-of-image marker)")
-    native = _imdecode(buf, name, "JPEG")
+    native = _imdecode(buf, name, "JPEG", size[0] * size[1])
+    if native.shape[:2] != (size[1], size[0]):
+        raise ImageReadError(f"{name}: corrupt JPEG (decoded size differs from header)")
     pixels, alpha = _to_float(native, bgr=True, gray_source=components == 1, name=name)
     dtype = native.dtype
     del native
@@ -529,23 +629,23 @@ class _Ifd:
     children: tuple[tuple[int, _Ifd], ...] = ()
 
 
-def _read_tiff(buf: Buffer, name: str, fh: io.BufferedReader | None) -> Image:
+def _read_tiff(buf: Buffer, name: str, fh: io.BufferedReader | None, limit: int = 0) -> Image:
     """First page of a TIFF -> Image. LZW/JPEG-compressed data falls back to OpenCV's libtiff."""
     src: io.BufferedReader | io.BytesIO = fh if fh is not None else io.BytesIO(buf)  # type: ignore[arg-type]
     try:
-        with tifffile.TiffFile(src) as tif:
+        with _quiet_tifffile(), tifffile.TiffFile(src) as tif:
             pages = tif.pages
             page = pages[0]
             if len(pages) > 1:
                 warnings.warn(f"{name}: only the first of {len(pages)} TIFF pages is read", MetadataWarning, stacklevel=3)
-            native, layout = _tiff_pixels(page, buf, name)
+            native, layout = _tiff_pixels(page, buf, name, limit)
             tags = page.tags
             icc = _tag_bytes(tags.get(_ICC_TAG))
             xmp = _tag_bytes(tags.get(_XMP_TAG))
             compression = None if int(page.compression) == 1 else "zlib"
     except (ImageReadError, MemoryError):
         raise
-    except Exception as exc:  # tifffile raises many types on damaged files
+    except Exception as exc:  # tifffile raises many types on damaged files (its log lines are held back)
         raise ImageReadError(f"{name}: corrupt TIFF ({_one_line(exc)})") from None
     gray, has_alpha, premult = layout
     pixels, alpha = _to_float(native, bgr=False, gray_source=gray, name=name)
@@ -568,12 +668,20 @@ def _read_tiff(buf: Buffer, name: str, fh: io.BufferedReader | None) -> Image:
     )
 
 
-def _tiff_pixels(page: tifffile.TiffPage, buf: Buffer, name: str) -> tuple[np.ndarray, tuple[bool, bool, bool]]:
+def _tiff_pixels(
+    page: tifffile.TiffPage, buf: Buffer, name: str, limit: int = 0
+) -> tuple[np.ndarray, tuple[bool, bool, bool]]:
     """Decoded H x W [x S] samples of one page and its (gray, has_alpha, premultiplied) layout."""
+    width, height = int(page.imagewidth), int(page.imagelength)
+    _check_size(name, "TIFF", width, height * max(1, int(page.imagedepth)), limit)
     size = len(buf)
     for off, cnt in zip(page.dataoffsets, page.databytecounts):
         if off + cnt > size:
             raise ImageReadError(f"{name}: truncated TIFF (image data cut off)")
+    if int(page.compression) == 1:  # uncompressed: the strips must hold every sample
+        need = width * height * int(page.samplesperpixel) * int(page.bitspersample) // 8
+        if sum(int(c) for c in page.databytecounts) < need:
+            raise ImageReadError(f"{name}: corrupt TIFF (image data smaller than {width} x {height} pixels need)")
     photometric = int(page.photometric)
     extras = tuple(int(e) for e in page.extrasamples)
     spp = int(page.samplesperpixel)
@@ -593,7 +701,7 @@ def _tiff_pixels(page: tifffile.TiffPage, buf: Buffer, name: str) -> tuple[np.nd
     except ValueError as exc:
         if "imagecodecs" not in str(exc):
             raise
-        arr = _imdecode(buf, name, "TIFF")  # libtiff inside OpenCV handles LZW, JPEG, PackBits
+        arr = _imdecode(buf, name, "TIFF", width * height)  # libtiff inside OpenCV handles LZW, JPEG, PackBits
         if arr.ndim == 3 and arr.shape[2] >= 3 and gray:  # gray delivered as BGR(A)
             arr = arr[:, :, [0, 3]] if (arr.shape[2] == 4 and spp == 2) else arr[:, :, 0]
         elif arr.ndim == 3 and arr.shape[2] >= 3:
@@ -616,6 +724,22 @@ def _tiff_pixels(page: tifffile.TiffPage, buf: Buffer, name: str) -> tuple[np.nd
         raise ImageReadError(f"{name}: unsupported TIFF sample type ({page.bitspersample}-bit {page.dtype})")
     premult = bool(n_extra) and extras[:1] == (1,)
     return arr, (gray, n_extra > 0 and photometric != 3, premult)
+
+
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Keep tifffile's log lines (warnings about damaged structure) off the console while a
+    file is read: the reader reports a bad file in its own one line, naming it."""
+    log = logging.getLogger("tifffile")
+    handler = logging.NullHandler()
+    was = log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.propagate = was
 
 
 def _tag_bytes(tag: tifffile.TiffTag | None) -> bytes | None:
@@ -1039,69 +1163,11 @@ def write_image(
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder, fsync, then os.replace; no partial files."""
-    folder = path.parent
     if path.is_dir():
         raise ImageWriteError(f"{path}: is a directory")
-    if not folder.is_dir():
-        raise ImageWriteError(f"{path}: folder {folder} does not exist")
+    if not path.parent.is_dir():
+        raise ImageWriteError(f"{path}: folder {path.parent} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        atomic_write_bytes(path, data, make_parents=False)
     except OSError as exc:
-        raise ImageWriteError(f"{path}: cannot write ({_os_reason(exc)})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-            if hasattr(os, "fchmod"):
-                os.fchmod(fh.fileno(), _new_file_mode(path))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ImageWriteError(f"{path}: cannot write ({_os_reason(exc)})") from None
-        raise
-    _fsync_dir(folder)
-
-
-def _os_reason(exc: OSError) -> str:
-    """Short reason for a failed write."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "disk full"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "permission denied"
-    return exc.strerror or type(exc).__name__
-
-
-def _new_file_mode(path: Path) -> int:
-    """Mode for the output: the replaced file's, else 0o666 minus the umask (mkstemp uses 0o600)."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        pass
-    umask = 0o022
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    umask = int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o666 & ~umask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename (POSIX); best effort, a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        raise ImageWriteError(f"{path}: cannot write ({describe_os_error(exc)})", errno=exc.errno) from None

@@ -92,13 +92,12 @@ def _named_output_format(output: str | None) -> str | None:
 
 def _write_bytes(path: Path, data: bytes) -> None:
     """Atomic write (temp file + fsync + rename) with OS errors as one-line ImageWriteErrors."""
-    from gkm_cli.nets.checkpoint import atomic_write_bytes
+    from gkm_cli.fileio import atomic_write_bytes, describe_os_error
 
     try:
         atomic_write_bytes(path, data)
     except OSError as e:
-        reason = "disk full" if e.errno in (28, 122) else (e.strerror or type(e).__name__)
-        raise ImageWriteError(f"{path}: cannot write ({reason})") from None
+        raise ImageWriteError(f"{path}: cannot write ({describe_os_error(e)})", errno=e.errno) from None
 
 
 def _prepare_folder(path: Path) -> None:

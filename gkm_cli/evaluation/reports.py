@@ -12,11 +12,11 @@ import html
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 from gkm_cli.errors import ImageWriteError, UsageError
+from gkm_cli.fileio import atomic_write_bytes, describe_os_error
 from gkm_cli.evaluation.core import HIGHER_IS_BETTER, EvalReport
 
 __all__ = [
@@ -362,12 +362,8 @@ def write_report(report: EvalReport, path: str | Path) -> Path:
     if render is None:
         raise UsageError(f"unknown report format {path.suffix or path.name!r} (use {', '.join(REPORT_SUFFIXES)})")
     text = render(report)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8", newline="")
-        tmp.replace(path)
+        atomic_write_bytes(path, text.encode("utf-8"))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ImageWriteError(f"cannot write report {path}: {exc.strerror or exc}") from None
+        raise ImageWriteError(f"cannot write report {path}: {describe_os_error(exc)}", errno=exc.errno) from None
     return path

@@ -9,38 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from gkm_cli.errors import ModelError
+from gkm_cli.fileio import atomic_write_bytes  # re-exported: training, export and scripts use it from here
 from gkm_cli.nets.base import GkmNetwork
-from gkm_cli.nets.registry import create_model, model_config
+from gkm_cli.nets.registry import check_config, create_model, model_config
 
 FORMAT_VERSION = "1"
 
 
 def card_path(weights: Path) -> Path:
     return Path(weights).with_suffix(".json")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + fsync + rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_weights(model: GkmNetwork, path: Path, *, card: dict | None = None, half: bool = False) -> None:
@@ -53,15 +37,7 @@ def save_weights(model: GkmNetwork, path: Path, *, card: dict | None = None, hal
         "architecture": model.spec.name,
         "config": json.dumps(model_config(model), sort_keys=True),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save(state, metadata=metadata))
     if card is not None:
         atomic_write_bytes(card_path(path), (json.dumps(card, indent=2, sort_keys=False) + "\n").encode())
 
@@ -72,25 +48,95 @@ def read_metadata(path: Path) -> dict[str, str]:
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: not a readable safetensors checkpoint ({_first_line(e)})") from None
 
 
 def load_weights(path: Path, *, map_location: str | torch.device = "cpu") -> GkmNetwork:
-    """Rebuild the network recorded in a checkpoint and load its weights (eval mode, fp32)."""
+    """Rebuild the network recorded in a checkpoint and load its weights (eval mode, fp32).
+
+    Nothing in the file is trusted before it is checked, and nothing real is built before the
+    checks pass: the metadata config must be a JSON object of the architecture's fields within
+    :data:`~gkm_cli.nets.registry.CONFIG_BOUNDS`; the tensor names, shapes and kinds must equal
+    those of that network (built on the ``meta`` device, which allocates nothing); every
+    floating-point tensor must be finite. Any failure is a one-line :class:`ModelError`.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
-    meta = read_metadata(path)
+    meta, shapes = _read_header(path)
     if meta.get("format") != "gkm" or "architecture" not in meta:
         raise ModelError(f"{path}: not a gkm checkpoint (no architecture in its metadata)")
-    model = create_model(meta["architecture"], **json.loads(meta.get("config", "{}")))
-    state = load_file(str(path), device=str(map_location))
+    arch = meta["architecture"]
+    try:
+        raw_config = json.loads(meta.get("config", "{}"))
+    except ValueError:
+        raise ModelError(f"{path}: the config in its metadata is not valid JSON") from None
+    try:
+        config = check_config(arch, raw_config)
+    except ModelError as e:
+        raise ModelError(f"{path}: {e}") from None
+    _check_layout(path, arch, config, shapes)
+    model = create_model(arch, **config)
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: cannot read the weights ({_first_line(e)})") from None
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelError(f"{path}: tensor {key} holds NaN or infinite values; these weights are broken")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.startswith("srm.")]:
-        raise ModelError(f"{path}: weights do not match {meta['architecture']} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.load_state_dict(state, strict=False)  # names and shapes were checked above
     return model.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[tuple[int, ...], str]]]:
+    """Metadata and (shape, dtype) of every tensor, from the safetensors header only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            shapes = {}
+            for key in f.keys():
+                part = f.get_slice(key)
+                shapes[key] = (tuple(int(n) for n in part.get_shape()), str(part.get_dtype()))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: not a readable safetensors checkpoint ({_first_line(e)})") from None
+    return meta, shapes
+
+
+def _check_layout(path: Path, arch: str, config: dict, shapes: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    """Tensor names, shapes and kinds must be exactly those of ``arch`` with ``config``."""
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            expected = create_model(arch, **config).state_dict()
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an in-bounds but inconsistent config
+        raise ModelError(f"{path}: config {json.dumps(config, sort_keys=True)} does not build {arch} ({_first_line(e)})") from None
+    # "srm." tensors are training-only heads that older checkpoints may lack.
+    missing = sorted(k for k in expected if k not in shapes and not k.startswith("srm."))
+    unexpected = sorted(k for k in shapes if k not in expected)
+    if missing or unexpected:
+        what = []
+        if missing:
+            what.append(f"missing {', '.join(missing[:3])}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+        if unexpected:
+            what.append(f"unexpected {', '.join(unexpected[:3])}" + (f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""))
+        raise ModelError(f"{path}: weights do not match {arch} ({'; '.join(what)})")
+    for key, (shape, dtype) in shapes.items():
+        want = expected[key]
+        if tuple(want.shape) != shape:
+            raise ModelError(f"{path}: tensor {key} has shape {list(shape)}, {arch} expects {list(want.shape)}")
+        is_float = dtype.startswith(("F", "BF"))
+        if is_float != want.is_floating_point():
+            raise ModelError(f"{path}: tensor {key} has type {dtype}, {arch} expects {want.dtype}")
 
 
 def read_card(weights: Path) -> dict | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from gkm_cli.errors import ModelError
 from gkm_cli.nets.base import GkmNetwork, ModelSpec
@@ -29,6 +31,56 @@ TINY_OVERRIDES: dict[str, dict] = {
     "ggkmnet_l": {"width": 8, "groups": 4, "per_group": 2, "res_blocks": 2},
     "gkmanet": {"width": 8, "kernels": 5, "grid": 4, "attention_dim": 16, "dense_layers": 2, "growth": 8},
 }
+
+
+#: Inclusive bounds of every integer config field (checked for configs read from files, before
+#: anything is built: a crafted ``{"width": 4096}`` or ``{"groups": 100000}`` would otherwise
+#: allocate gigabytes or hang). Generous: several times the papers' sizes.
+CONFIG_BOUNDS: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {
+        "width": (1, 256),
+        "kernels": (1, 64),
+        "groups": (1, 64),
+        "per_group": (1, 16),
+        "res_blocks": (0, 16),
+        "lstm_kernel": (1, 15),
+        "grid": (1, 64),
+        "heads": (1, 64),
+        "attention_dim": (1, 1024),
+        "dense_layers": (1, 16),
+        "growth": (1, 256),
+    }
+)
+
+
+def check_config(name: str, config: object) -> dict:
+    """A config read from a file, checked against the architecture's fields and bounds.
+
+    Returns it as a dict; raises :class:`ModelError` (one line) for anything that is not a JSON
+    object of known fields with in-bounds integers (and a known ``gaussian_method``).
+    """
+    from gkm_cli.ops.gaussian import METHODS
+
+    _, config_cls = _lookup(name)
+    if not isinstance(config, dict):
+        raise ModelError(f"{name}: config must be a JSON object, got {type(config).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(config) - set(fields))
+    if unknown:
+        raise ModelError(f"{name}: unknown config field(s) {', '.join(map(str, unknown))}; valid: {', '.join(sorted(fields))}")
+    for key, value in config.items():
+        default = fields[key].default
+        if isinstance(default, str):
+            allowed = ("auto", *METHODS) if key == "gaussian_method" else (default,)
+            if value not in allowed:
+                raise ModelError(f"{name}: config {key}={value!r} is not one of {', '.join(allowed)}")
+            continue
+        low, high = CONFIG_BOUNDS.get(key, (1, 1024))
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ModelError(f"{name}: config {key}={value!r} must be an integer")
+        if not low <= value <= high:
+            raise ModelError(f"{name}: config {key}={value} is out of bounds ({low}..{high})")
+    return dict(config)
 
 
 def list_models(pattern: str = "*") -> list[str]:
