@@ -126,10 +126,19 @@ class Deblurrer:
         local_rank: int | None = None,
         backend: str = "torch",
     ) -> None:
-        name, path = resolve_model(model, Path(weights) if weights is not None else None)
+        from gkm_cli.nets.importers import is_foreign_weights, load_any_foreign
+
+        if weights is not None and is_foreign_weights(Path(weights)):  # authors' GKMNet .pth, spandrel models
+            path = Path(weights)
+            net: GkmNetwork | None = load_any_foreign(path)
+            name = net.spec.name  # type: ignore[union-attr]
+        else:
+            name, path = resolve_model(model, Path(weights) if weights is not None else None)
+            net = None
         if model is not None and weights is not None and name != model:
             raise UsageError(f"{weights} holds {name} weights, not {model}; drop --model or pick matching weights")
-        net = load_weights(path)
+        if net is None:
+            net = load_weights(path)
         self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, path, backend)
 
     @classmethod

@@ -73,7 +73,7 @@ def _register_commands() -> None:
     """Attach the subcommands that live in gkm_cli/commands (one module per command)."""
     import importlib
 
-    for name in ("deblur", "blurmap", "evaluate", "train", "benchmark"):
+    for name in ("deblur", "blurmap", "evaluate", "train", "benchmark", "models"):
         try:
             module = importlib.import_module(f"gkm_cli.commands.{name}")
         except ModuleNotFoundError as e:

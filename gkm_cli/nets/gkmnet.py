@@ -11,12 +11,13 @@ every kernel (the paper's intent), BatchNorm runs in eval mode at inference.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gkm_cli.nets import gkm_layouts
 from gkm_cli.nets.base import Context, GkmNetwork, ModelSpec
 from gkm_cli.nets.blocks import ConvBnRelu, ConvLSTMCell, PostActResBlock, TripletAttention, UpBnRelu, carry_state
 from gkm_cli.ops.gaussian import ConvMethod, GaussianBank, dense_kernels, gaussian_conv, gkm_bank
@@ -30,6 +31,10 @@ class GkmNetConfig:
     kernels: int = 21  # Gaussians in the bank (the delta comes on top)
     lstm_kernel: int = 5
     gaussian_method: ConvMethod = "auto"
+    # Channel -> (colour, kernel) map of the bank and BN statistics: "paper"/"running" are ours;
+    # the released code's variants load its checkpoints (gkm_layouts, `gkm models import`).
+    bank_layout: gkm_layouts.BankLayout = field(default="paper", metadata={"choices": gkm_layouts.BANK_LAYOUTS})
+    batch_norm: gkm_layouts.BatchNormMode = field(default="running", metadata={"choices": gkm_layouts.BATCH_NORM_MODES})
 
 
 class ExtractorBlock(nn.Sequential):
@@ -143,6 +148,11 @@ class GKMNet(GkmNetwork):
         self.summation = nn.Conv2d(2 * 3 * self.num_kernels, 3, 1)
         self.register_buffer("sigmas", torch.tensor((0.0, *self.bank.sigmas)), persistent=False)
         self._init_weights()
+        gkm_layouts.check_options(self.config.bank_layout, self.config.batch_norm, self.spec.name)
+        if self.config.bank_layout != "paper":
+            self.sigmas = gkm_layouts.effective_sigmas(self.config.bank_layout, self.sigmas)
+        if self.config.batch_norm == "image":
+            gkm_layouts.use_image_statistics(self)
 
     def _make_extractor(self, w: int) -> nn.Module:
         return GkmExtractor(w)
@@ -193,7 +203,9 @@ class GKMNet(GkmNetwork):
         if g is not None:
             weights = weights * g[:, :, None, None]
         k = self.num_kernels
-        if self.fast_paths:
+        if self.config.bank_layout != "paper":
+            x_t = gkm_layouts.layout_mix_and_sum(self.config.bank_layout, y_t, x_up, weights, self.bank, self.bank_kernels, self.summation)
+        elif self.fast_paths:
             x_t = self.mix_and_sum(y_t, x_up, weights)
         else:
             wy, wx = weights[:, None, :k], weights[:, None, k:]

@@ -71,7 +71,8 @@ def check_config(name: str, config: object) -> dict:
     for key, value in config.items():
         default = fields[key].default
         if isinstance(default, str):
-            allowed = ("auto", *METHODS) if key == "gaussian_method" else (default,)
+            # A string field lists its values in its metadata (gkmnet's bank_layout, batch_norm).
+            allowed = ("auto", *METHODS) if key == "gaussian_method" else tuple(fields[key].metadata.get("choices", (default,)))
             if value not in allowed:
                 raise ModelError(f"{name}: config {key}={value!r} is not one of {', '.join(allowed)}")
             continue
