@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from gkm_cli.errors import UsageError
+from gkm_cli.errors import GkmError, UsageError
 
 __all__ = ["import_weights", "register"]
 
@@ -31,6 +31,15 @@ def import_weights(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Convert a foreign checkpoint to gkm's safetensors format with a model card."""
+    err = Console(stderr=True)
+    try:
+        _import(source, output, licence, variant, batch_norm, overwrite, err)
+    except GkmError as exc:  # one line and the error's exit code, in-process too
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _import(source: Path, output: Path, licence: str, variant: str | None, batch_norm: str, overwrite: bool, err: Console) -> None:
     from gkm_cli.nets.importers import import_card, load_foreign, save_imported
 
     if output.suffix != ".safetensors":
@@ -46,7 +55,7 @@ def import_weights(
     card = import_card(source, imported, licence.strip(), command)
     save_imported(imported, output, card)
     what = f"{imported.model.spec.name}" + (f" (variant {imported.variant}, bank {card['config']['bank_layout']}, BN {card['config']['batch_norm']})" if imported.kind == "gkmnet" else "")
-    Console(stderr=True).print(f"wrote {output} and {output.with_suffix('.json')}: {what}, {card['parameters'] / 1e6:.3f} M parameters", highlight=False)
+    err.print(f"wrote {output} and {output.with_suffix('.json')}: {what}, {card['parameters'] / 1e6:.3f} M parameters", highlight=False)
 
 
 def register(app: typer.Typer, models_app: typer.Typer | None = None) -> None:
