@@ -1139,11 +1139,13 @@ def write_image(
     bit_depth: int | None = None,
     jpeg_quality: int = 95,
     forbid_same_as: PathLike | Iterable[PathLike] | None = None,
+    before_replace: Callable[[Path], None] | None = None,
 ) -> Path:
     """Encode and atomically write ``img``; returns the path written.
 
     Format: ``format`` if given, else the path's suffix if known, else the image's own format.
-    ``forbid_same_as`` names input file(s) that must not be overwritten.
+    ``forbid_same_as`` names input file(s) that must not be overwritten. ``before_replace(tmp)``
+    runs on the finished temp file just before it is renamed into place.
     """
     p = Path(path)
     by_suffix = format_for_path(p)
@@ -1157,17 +1159,17 @@ def write_image(
         guard = [forbid_same_as] if isinstance(forbid_same_as, (str, os.PathLike)) else list(forbid_same_as)
         ensure_not_input(p, guard)
     data = encode_image(img, fmt, bit_depth, jpeg_quality)
-    _atomic_write(p, data)
+    _atomic_write(p, data, before_replace)
     return p
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes, before_replace: Callable[[Path], None] | None = None) -> None:
     """Write via a temp file in the same folder, fsync, then os.replace; no partial files."""
     if path.is_dir():
         raise ImageWriteError(f"{path}: is a directory")
     if not path.parent.is_dir():
         raise ImageWriteError(f"{path}: folder {path.parent} does not exist")
     try:
-        atomic_write_bytes(path, data, make_parents=False)
+        atomic_write_bytes(path, data, make_parents=False, before_replace=before_replace)
     except OSError as exc:
         raise ImageWriteError(f"{path}: cannot write ({describe_os_error(exc)})", errno=exc.errno) from None

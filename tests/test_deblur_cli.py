@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from gkm_cli.api import Deblurrer
 from gkm_cli.cli import app
+from gkm_cli.engine.manifest import MANIFEST_NAME
 from gkm_cli.images import Image, decode_image, read_image, write_image
 from gkm_cli.nets import TINY_OVERRIDES, create_model
 from gkm_cli.nets.checkpoint import load_weights, save_weights
@@ -298,7 +299,8 @@ def test_killed_run_leaves_no_finished_looking_partial_output(photos, weights, t
     assert again.returncode == 0, again.stderr.decode()
     status = [r["status"] for r in json_lines(again.stdout.decode())[:-1]]
     assert status.count("skipped") == len(visible) and status.count("ok") == len(GOOD) - len(visible)
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(GOOD)
+    files = [p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_NAME]  # the resume records stay
+    assert sorted(p.relative_to(out).as_posix() for p in files) == sorted(GOOD)
 
 
 # ---- blur maps -----------------------------------------------------------------------------------------
@@ -354,7 +356,8 @@ def test_torchrun_two_cpu_ranks_split_the_folder(photos, weights, tmp_path):
     assert sorted(s["rank"] for s in summaries) == [0, 1] and {s["world_size"] for s in summaries} == {2}
     inputs = [Path(r["input"]).relative_to(photos).as_posix() for r in per_image]
     assert sorted(inputs) == sorted(GOOD + ["broken.png"])  # no duplicate, none missing
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(GOOD)
+    files = [p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_NAME]  # the resume records stay
+    assert sorted(p.relative_to(out).as_posix() for p in files) == sorted(GOOD)
     (world,) = [r for r in records if r.get("scope") == "world"]  # rank 0 alone reports the whole run
     assert (world["total"], world["ok"], world["failed"]) == (len(GOOD) + 1, len(GOOD), 1)
     assert world["total"] == sum(s["total"] for s in summaries)

@@ -482,15 +482,27 @@ def test_pipeline_overlaps_reading_with_the_network_and_keeps_order():
 
 
 def test_pipeline_write_errors_stop_the_run():
-    calls = []
+    import errno
+
+    calls, seen = [], []
 
     def write(j, r):
         calls.append(j)
-        raise ImageWriteError("out: cannot write (disk full)")
+        raise ImageWriteError("out: cannot write (disk full)", errno=errno.ENOSPC)
 
     with pytest.raises(ImageWriteError, match="disk full"):
-        run_pipeline(list(range(20)), _stages(lambda j: j, lambda j, x: x, write), lambda r: None)
+        run_pipeline(list(range(20)), _stages(lambda j: j, lambda j, x: x, write), seen.append)
     assert calls == [0]
+    assert [(r.status, r.error) for r in seen] == [(FAILED, "out: cannot write (disk full)")]  # reported, then stopped
+
+
+def test_pipeline_other_write_errors_fail_that_image_only():
+    def write(j, r):
+        if j == 1:
+            raise ImageWriteError(f"out{j}: is a directory")
+
+    records = run_pipeline(list(range(3)), _stages(lambda j: j, lambda j, x: x, write), lambda r: None)
+    assert [r.status for r in records] == [OK, FAILED, OK] and records[1].error == "out1: is a directory"
 
 
 def test_pipeline_bugs_propagate():

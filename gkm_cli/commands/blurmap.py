@@ -15,11 +15,13 @@ from gkm_cli.commands.deblur import (
     DeviceOpt,
     Inputs,
     JsonOpt,
+    MaxPixelsOpt,
     ModelOpt,
     Output,
     OverlapOpt,
     OverwriteOpt,
     PrecisionOpt,
+    DEFAULT_MAX_PIXELS,
     BackendOpt,
     QuietOpt,
     RecursiveOpt,
@@ -60,12 +62,14 @@ def blurmap(
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
     backend: BackendOpt = "torch",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Estimate the per-pixel defocus blur (Gaussian sigma in pixels) of photos."""
     _run_cli(
         RunOptions(
             "blurmap", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
             skip_existing, overwrite, format, heatmap=heatmap, max_sigma=max_sigma, as_json=as_json, shard=shard, quiet=quiet, backend=backend,
+            max_pixels=max_pixels,
         )  # fmt: skip
     )
 

@@ -1,12 +1,14 @@
 """``gkm deblur``: deblur files, folders, globs or stdin; also the shared runner of ``gkm blurmap``.
 
 Exit codes: 0 every input done (or skipped as already done), 1 some inputs failed (the others
-are still written) or writing failed (unwritable folder, disk full), 2 usage errors (bad flags,
-unknown model, missing weights, an output that would overwrite an input).
+are still written) or writing failed (unwritable folder, disk full: the run stops), 2 usage
+errors and runs that cannot start (bad flags, unknown model, missing or invalid weights, an
+output that would overwrite an input). The guarantees are listed in docs/ENGINE.md.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -18,7 +20,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from gkm_cli.console import message
 from gkm_cli.errors import GkmError, ImageWriteError, UsageError
+from gkm_cli.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["RunOptions", "deblur", "register", "run_command"]
 
@@ -26,6 +30,11 @@ __all__ = ["RunOptions", "deblur", "register", "run_command"]
 WRITE_DELAY_ENV = "GKM_TEST_WRITE_DELAY"
 
 _IMAGE_FORMATS = {"png": "png", "tif": "tiff", "tiff": "tiff", "jpg": "jpeg", "jpeg": "jpeg"}
+# Image file suffixes gkm cannot write: ``-o x.webp`` names a file, not a folder to create.
+_OTHER_IMAGE_SUFFIXES = frozenset(
+    ".webp .bmp .dib .gif .heic .heif .avif .jxl .jp2 .j2k .jpx .exr .hdr .pic .pgm .ppm .pnm .pbm .pfm "
+    ".tga .ico .icns .psd .svg .dng .raw .cr2 .cr3 .nef .arw .orf .rw2 .raf .sr2 .srw .pef .qoi".split()
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class RunOptions:
     shard: str | None = None
     quiet: bool = False
     backend: str = "torch"
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def _image_format(text: str | None) -> str | None:
@@ -83,21 +93,87 @@ def _device_memory(device: Any) -> dict[str, float]:
 
 
 def _named_output_format(output: str | None) -> str | None:
-    """The format an ``-o FILE`` suffix names (png, tiff, jpeg, npy), or None for folders / stdout."""
+    """The format an ``-o FILE`` suffix names (png, tiff, jpeg, npy), or None for folders / stdout.
+
+    An image suffix gkm cannot write (``-o x.webp``) is a usage error, not a folder to create.
+    """
     if output is None or output == "-" or Path(output).is_dir():
         return None
-    suffix = Path(output).suffix.lower().lstrip(".")
+    suffix = Path(output).suffix.lower()
+    if suffix in _OTHER_IMAGE_SUFFIXES:
+        raise UsageError(f"-o {output}: cannot write {suffix} files; name a .png, .tif or .jpg file (blurmap: also .npy) or a folder")
+    suffix = suffix.lstrip(".")
     return "npy" if suffix == "npy" else _IMAGE_FORMATS.get(suffix)
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
+def _write_bytes(path: Path, data: bytes, before_replace: Any = None) -> None:
     """Atomic write (temp file + fsync + rename) with OS errors as one-line ImageWriteErrors."""
     from gkm_cli.fileio import atomic_write_bytes, describe_os_error
 
     try:
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data, before_replace=before_replace)
     except OSError as e:
         raise ImageWriteError(f"{path}: cannot write ({describe_os_error(e)})", errno=e.errno) from None
+
+
+def _silence_stdout(stream: Any) -> None:
+    """Point a failed stdout at /dev/null, so the interpreter's final flush of what is still
+    buffered cannot fail again (a second message, or a traceback at exit)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def _unread_after_close(stream: Any, wait_s: float = 0.05) -> int:
+    """Bytes still in the pipe behind ``stream`` although its reader has gone (0: none, or not a
+    pipe). A reader that quits early (``| head -c 10``) loses them, and nothing else would tell."""
+    import fcntl
+    import select
+    import stat
+    import termios
+
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        poller = select.poll()
+        poller.register(fd, 0)  # only POLLERR / POLLHUP: the reading end was closed
+        if not poller.poll(int(wait_s * 1000)):
+            return 0
+        buf = bytearray(4)
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+        return int.from_bytes(buf, "little")
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _write_stdout(stream: Any, data: bytes) -> None:
+    """Write one output (or JSON line) to stdout; a full disk or a closed pipe is one
+    ImageWriteError (which stops the run), never a traceback or a false "written"."""
+    from gkm_cli.fileio import describe_os_error
+
+    try:
+        stream.write(data)
+        stream.flush()
+    except OSError as e:
+        _silence_stdout(stream)
+        raise ImageWriteError(f"<stdout>: cannot write ({describe_os_error(e)})", errno=e.errno) from None
+    lost = _unread_after_close(stream)
+    if lost:
+        _silence_stdout(stream)
+        raise ImageWriteError(f"<stdout>: the reader closed the pipe with {lost} bytes unread", errno=errno.EPIPE)
+
+
+def _folder_error(folder: Path, e: OSError) -> ImageWriteError:
+    from gkm_cli.fileio import describe_os_error
+
+    return ImageWriteError(f"{folder}: cannot create output folder ({describe_os_error(e)})", errno=e.errno)
 
 
 def _prepare_folder(path: Path) -> None:
@@ -107,7 +183,7 @@ def _prepare_folder(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ImageWriteError(f"{path.parent}: cannot create output folder ({e.strerror or e})") from None
+        raise _folder_error(path.parent, e) from None
     for stale in stale_temp_files(path):
         stale.unlink(missing_ok=True)
 
@@ -117,9 +193,14 @@ def _check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ImageWriteError(f"{folder}: cannot create output folder ({e.strerror or e})") from None
+        raise _folder_error(folder, e) from None
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ImageWriteError(f"{folder}: output folder is not writable (permission denied)")
+        try:
+            read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        why = "read-only file system" if read_only else "permission denied"
+        raise ImageWriteError(f"{folder}: output folder is not writable ({why})", errno=errno.EROFS if read_only else errno.EACCES)
 
 
 def run_command(opts: RunOptions, err: Console) -> int:
@@ -127,6 +208,7 @@ def run_command(opts: RunOptions, err: Console) -> int:
     from gkm_cli.api import Deblurrer
     from gkm_cli.engine.distributed import rank_from_env, split_work, world_totals
     from gkm_cli.engine.folders import FORMAT_SUFFIX, STDIO, check_jobs, drop_previous_outputs, expand_inputs, parse_shard, plan_jobs
+    from gkm_cli.engine.manifest import MANIFEST_NAME, InputId, Manifest, file_sha256, settings_key
     from gkm_cli.engine.maps import MapSettings, sidecar_path
     from gkm_cli.engine.pipeline import FAILED, OK, SKIPPED, Record, Stages, run_pipeline
 
@@ -149,13 +231,15 @@ def run_command(opts: RunOptions, err: Console) -> int:
         raise UsageError(f"--bit-depth must be 8, 16 or 32, got {opts.bit_depth}")
     if not 1 <= opts.jpeg_quality <= 100:
         raise UsageError(f"--jpeg-quality must be 1..100, got {opts.jpeg_quality}")
+    if opts.max_pixels < 0:
+        raise UsageError(f"--max-pixels must be >= 0 (0 = no limit), got {opts.max_pixels}")
     shard = parse_shard(opts.shard)
     ranks = rank_from_env()
     skip_existing = opts.skip_existing and not opts.overwrite
     tag = f"[rank {ranks.rank}/{ranks.world_size}] " if ranks.distributed else ""
 
-    def notify(message: str) -> None:
-        err.print(f"{tag}[yellow]note:[/] {message}")
+    def notify(text: str) -> None:
+        err.print(message("note:", "yellow", text, tag))
 
     beside = "_blurmap" if blurmap else "_deblurred"
     out_dir = Path(opts.output) if opts.output not in (None, STDIO) else None
@@ -186,24 +270,73 @@ def run_command(opts: RunOptions, err: Console) -> int:
     stdin = typer.get_binary_stream("stdin")
     stdout = typer.get_binary_stream("stdout")
     description = deblurrer.describe()
+    # What resume compares: the settings that change an output's bytes (not device, precision
+    # or tiling, which change them by rounding only). See gkm_cli/engine/manifest.py.
+    weights_id = None
+    if deblurrer.weights is not None:
+        try:
+            weights_id = file_sha256(deblurrer.weights)
+        except OSError:
+            weights_id = str(deblurrer.weights)
+    manifest = Manifest(settings_key({
+        "task": opts.task, "model": description["model"], "weights": weights_id, "format": fmt, "bit_depth": opts.bit_depth,
+        "jpeg_quality": opts.jpeg_quality, "map": None if map_settings is None else (map_settings.format, map_settings.heatmap, map_settings.max_sigma),
+    }))  # fmt: skip
+
+    def outputs_of(job: Any) -> list[Path]:
+        return [job.output, sidecar_path(job.output)] if blurmap else [job.output]
+
+    def verdict(job: Any) -> bool | str:
+        """True: done by an earlier run (skip); False: write it; a message: refuse to."""
+        if job.source.path is None or job.output is None or not skip_existing:
+            return False
+        targets = outputs_of(job)
+        existing = [p for p in targets if os.path.lexists(p)]
+        if not existing:
+            return False
+        if all(manifest.is_done(p, job.source.path) for p in targets):
+            return True
+        foreign = [p for p in existing if not manifest.is_ours(p)]
+        if foreign:
+            return (f"{foreign[0]}: exists but is not a finished gkm output of this input and settings "
+                    f"(none recorded in {MANIFEST_NAME}); not replaced, use --overwrite")  # fmt: skip
+        return False  # gkm's own output of an older input or other settings: made again
 
     def load(job: Any) -> Any:
+        from gkm_cli.errors import ImageReadError
         from gkm_cli.images import decode_image, read_image
 
         if job.source.path is None:
-            return decode_image(stdin.read(), "<stdin>")
-        return read_image(job.source.path)
+            return decode_image(stdin.read(), "<stdin>", max_pixels=opts.max_pixels), None
+        img = read_image(job.source.path, max_pixels=opts.max_pixels)
+        try:
+            return img, InputId.of(job.source.path)
+        except OSError as e:
+            raise ImageReadError(f"{job.input_name}: cannot read ({e.strerror or e})") from None
 
-    def process(job: Any, img: Any) -> Any:
+    def process(job: Any, loaded: Any) -> Any:
+        import numpy as np
+
+        img, ident = loaded
+
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles_id, completed=done, total=total, visible=done < total)
 
-        if blurmap:
-            return deblurrer.blurmap_image(img, on_tile)
-        return deblurrer.deblur_image(img, on_tile)
+        result = deblurrer.blurmap_image(img, on_tile) if blurmap else deblurrer.deblur_image(img, on_tile)
+        values = result if blurmap else result.pixels
+        if not np.isfinite(values).all():  # broken weights or an overflow: never a black "ok" image
+            raise GkmError(f"{job.input_name}: the network's output is not finite (NaN or Inf); nothing written")
+        return result, ident
 
-    def write(job: Any, result: Any) -> None:
+    def write(job: Any, processed: Any) -> None:
         from gkm_cli.images import encode_image, write_image
+
+        result, ident = processed
+
+        def recorded(final: Path) -> Any:
+            if ident is None:  # stdin: no input to compare with on a later run, nothing to record
+                return None
+            return lambda tmp: manifest.add(final, tmp, ident)
 
         if blurmap:
             from gkm_cli.engine.maps import encode_sigma_map, sidecar_record
@@ -211,31 +344,33 @@ def run_command(opts: RunOptions, err: Console) -> int:
             assert map_settings is not None
             data = encode_sigma_map(result, map_settings)
             if job.output is None:
-                stdout.write(data)
-                stdout.flush()
+                _write_stdout(stdout, data)
                 return
             _prepare_folder(job.output)
             record = sidecar_record(result, map_settings, source=job.input_name, **description)
-            _write_bytes(sidecar_path(job.output), (json.dumps(record, indent=2) + "\n").encode())
-            _write_bytes(job.output, data)
+            side = sidecar_path(job.output)
+            _write_bytes(side, (json.dumps(record, indent=2) + "\n").encode(), recorded(side))
+            _write_bytes(job.output, data, recorded(job.output))
             return
         if job.output is None:
-            stdout.write(encode_image(result, fmt, opts.bit_depth, opts.jpeg_quality))
-            stdout.flush()
+            _write_stdout(stdout, encode_image(result, fmt, opts.bit_depth, opts.jpeg_quality))
             return
         output = job.output
         if job.source.path is None and fmt is None:  # stdin into a folder: keep the format it came in
             output = output.with_suffix(FORMAT_SUFFIX[result.format])
         _prepare_folder(output)
         forbid = [job.source.path] if job.source.path is not None else None
-        write_image(output, result, format=fmt, bit_depth=opts.bit_depth, jpeg_quality=opts.jpeg_quality, forbid_same_as=forbid)
+        write_image(
+            output, result, format=fmt, bit_depth=opts.bit_depth, jpeg_quality=opts.jpeg_quality,
+            forbid_same_as=forbid, before_replace=recorded(output),
+        )  # fmt: skip
 
     stages = Stages(
-        skip=lambda job: skip_existing and job.source.path is not None and job.output is not None and job.output.exists(),
+        skip=verdict,
         load=load,
         process=process,
         write=write,
-        megapixels=lambda img: img.height * img.width / 1e6,
+        megapixels=lambda loaded: loaded[0].height * loaded[0].width / 1e6,
         names=lambda job: (job.input_name, job.output_name),
     )
 
@@ -252,6 +387,7 @@ def run_command(opts: RunOptions, err: Console) -> int:
     )
     start = time.perf_counter()
     counts = {OK: 0, SKIPPED: 0, FAILED: 0}
+    shown_errors: set[str] = set()  # failure lines already on the console
     megapixels = 0.0
     task_id = progress.add_task(f"{tag}gkm {opts.task}", total=len(mine), rate="")
     tiles_id = progress.add_task(f"{tag}  tiles of this image", total=None, rate="", visible=False)
@@ -262,17 +398,22 @@ def run_command(opts: RunOptions, err: Console) -> int:
         if record.status == OK and record.megapixels:
             megapixels += record.megapixels
         if record.status == FAILED:
-            progress.console.print(f"{tag}[bold red]failed:[/] {record.error}", highlight=False, soft_wrap=True)
+            shown_errors.add(record.error or "")
+            progress.console.print(message("failed:", "bold red", record.error or "", tag), highlight=False, soft_wrap=True)
         if opts.as_json:
-            stdout.write((json.dumps(record.as_json()) + "\n").encode())
-            stdout.flush()
+            _write_stdout(stdout, (json.dumps(record.as_json()) + "\n").encode())
         elapsed = max(1e-9, time.perf_counter() - start)
         progress.update(task_id, advance=1, rate=f"{counts[OK] / elapsed:.2f} img/s {megapixels / elapsed:.2f} MP/s")
 
     delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
+    stopped: ImageWriteError | None = None
     with progress:
-        run_pipeline(mine, stages, on_record, write_delay_s=delay)
+        try:
+            run_pipeline(mine, stages, on_record, write_delay_s=delay)
+        except ImageWriteError as e:  # disk full, read-only, closed stdout: nothing more can be written
+            stopped = e
     seconds = time.perf_counter() - start
+    not_attempted = len(mine) - sum(counts.values())
     summary = {
         "summary": True,
         "task": opts.task,
@@ -280,6 +421,8 @@ def run_command(opts: RunOptions, err: Console) -> int:
         "ok": counts[OK],
         "skipped": counts[SKIPPED],
         "failed": counts[FAILED],
+        "not_attempted": not_attempted,
+        "stopped": None if stopped is None else str(stopped),
         "seconds": round(seconds, 3),
         "megapixels": round(megapixels, 3),
         "megapixels_per_s": round(megapixels / seconds, 3) if seconds > 0 else None,
@@ -289,40 +432,45 @@ def run_command(opts: RunOptions, err: Console) -> int:
         **description,
         **_device_memory(deblurrer.device),
     }
-    if opts.as_json:
-        stdout.write((json.dumps(summary) + "\n").encode())
-        stdout.flush()
+    if opts.as_json and not (stopped is not None and stopped.errno == errno.EPIPE):
+        try:
+            _write_stdout(stdout, (json.dumps(summary) + "\n").encode())
+        except ImageWriteError as e:
+            stopped = stopped or e
     if not opts.quiet:
         err.print(
             f"{tag}{opts.task}: {counts[OK]} written, {counts[SKIPPED]} skipped (already done), "
-            f"{counts[FAILED]} failed in {seconds:.1f} s on {description['device']} ({description['precision']})",
+            f"{counts[FAILED]} failed" + (f", {not_attempted} not attempted" if not_attempted else "")
+            + f" in {seconds:.1f} s on {description['device']} ({description['precision']})",
             highlight=False,
         )
+    if stopped is not None and (not_attempted or str(stopped) not in shown_errors):
+        left = f"; {not_attempted} input(s) not attempted" if not_attempted else ""
+        err.print(message("error:", "bold red", f"run stopped: {stopped}{left}", tag), highlight=False, soft_wrap=True)
     totals = world_totals({"total": len(mine), "ok": counts[OK], "skipped": counts[SKIPPED], "failed": counts[FAILED],
                            "megapixels": megapixels}, ranks)  # fmt: skip
     if totals is None:
-        return 1 if counts[FAILED] else 0
+        return 1 if counts[FAILED] or stopped is not None else 0
     if ranks.rank == 0:
         seconds = time.perf_counter() - start
         world = {"summary": True, "scope": "world", "task": opts.task, "world_size": ranks.world_size,
                  **{k: (round(v, 3) if k == "megapixels" else int(v)) for k, v in totals.items()},
                  "seconds": round(seconds, 3), "megapixels_per_s": round(totals["megapixels"] / seconds, 3)}  # fmt: skip
         if opts.as_json:
-            stdout.write((json.dumps(world) + "\n").encode())
-            stdout.flush()
+            _write_stdout(stdout, (json.dumps(world) + "\n").encode())
         if not opts.quiet:
             err.print(f"{opts.task} (all {ranks.world_size} ranks): {world['ok']} written, {world['skipped']} skipped, "
                       f"{world['failed']} failed in {seconds:.1f} s", highlight=False)  # fmt: skip
-    return 1 if totals["failed"] else 0
+    return 1 if totals["failed"] or stopped is not None else 0
 
 
 def _run_cli(opts: RunOptions) -> None:
     """Run and turn GkmErrors into one line on stderr and the error's exit code."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     try:
         code = run_command(opts, err)
     except GkmError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(message("error:", "bold red", str(exc)))
         raise typer.Exit(exc.exit_code) from None
     if code:
         raise typer.Exit(code)
@@ -348,6 +496,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON record per image
 ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only share i of N of the sorted inputs (i/N, e.g. for SLURM arrays).")]
 BackendOpt = Annotated[str, typer.Option("--backend", help="torch, or onnxruntime (CPU, fp32, gkmnet: ~2x faster there).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line on stderr.")]
+MaxPixelsOpt = Annotated[
+    int, typer.Option("--max-pixels", help="Refuse inputs whose header declares more pixels than this (0 = no limit).", min=0)
+]
 
 
 def deblur(
@@ -370,12 +521,14 @@ def deblur(
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
     backend: BackendOpt = "torch",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Deblur photos (8/16-bit PNG, TIFF, JPEG of any size); metadata and bit depth are kept."""
     _run_cli(
         RunOptions(
             "deblur", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
             skip_existing, overwrite, format, bit_depth, jpeg_quality, as_json=as_json, shard=shard, quiet=quiet, backend=backend,
+            max_pixels=max_pixels,
         )  # fmt: skip
     )
 

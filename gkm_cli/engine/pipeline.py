@@ -4,10 +4,13 @@ Decoding and encoding (numpy / OpenCV / zlib, which release the GIL) overlap the
 queues hold at most ``depth`` images each, so memory stays bounded: with ``depth = 1`` at most
 one decoded image waits for the network and one result waits for the writer.
 
-Per-image problems (a corrupt input: any :class:`GkmError` from ``load`` or ``process``) become
-a ``failed`` record and the run goes on; a problem writing (:class:`GkmError` from ``write``:
-unwritable folder, disk full) stops the run and is raised once the threads are wound down.
-Records are emitted in input order, from the writer thread.
+Per-image problems (a corrupt input, a non-finite result, an output that cannot be written:
+any :class:`GkmError` from ``skip``'s verdict, ``load``, ``process`` or ``write``) become a
+``failed`` record and the run goes on. A write error that every later write would hit too
+(disk full, quota, read-only file system, closed pipe: ``ImageWriteError.errno`` in
+:data:`gkm_cli.fileio.STOPPING_ERRNOS`) is recorded as that image's failure, then stops the run
+and is raised once the threads are wound down. Records are emitted in input order, from the
+writer thread.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
 from gkm_cli.errors import GkmError
+from gkm_cli.fileio import stops_the_run
 
 J = TypeVar("J")
 
@@ -47,9 +51,10 @@ class Record:
 class Stages(Generic[J]):
     """The work of a run. ``skip(job)``, ``load(job)`` run on the reader thread, ``process(job,
     loaded)`` on the calling thread, ``write(job, processed)`` on the writer thread;
-    ``megapixels(loaded)`` sizes an input for the records and the progress rate."""
+    ``megapixels(loaded)`` sizes an input for the records and the progress rate. ``skip``
+    returns True (already done), False (do it) or a message (it cannot be done: failed)."""
 
-    skip: Callable[[J], bool]
+    skip: Callable[[J], bool | str]
     load: Callable[[J], Any]
     process: Callable[[J, Any], Any]
     write: Callable[[J, Any], None]
@@ -103,10 +108,17 @@ def run_pipeline(
         try:
             for job in jobs:
                 inp, out = stages.names(job)
-                if stages.skip(job):
+                start = time.perf_counter()
+                try:
+                    verdict = stages.skip(job)
+                except GkmError as e:
+                    verdict = str(e)
+                if isinstance(verdict, str):
+                    put(to_net, Record(inp, out, FAILED, time.perf_counter() - start, verdict))
+                    continue
+                if verdict:
                     put(to_net, Record(inp, out, SKIPPED, 0.0))
                     continue
-                start = time.perf_counter()
                 try:
                     loaded = stages.load(job)
                 except GkmError as e:
@@ -133,7 +145,15 @@ def run_pipeline(
                 job, processed, seconds, mp = item
                 inp, out = stages.names(job)
                 start = time.perf_counter()
-                stages.write(job, processed)
+                try:
+                    stages.write(job, processed)
+                except GkmError as e:
+                    record = Record(inp, out, FAILED, seconds + time.perf_counter() - start, str(e), mp)
+                    records.append(record)
+                    on_record(record)
+                    if stops_the_run(getattr(e, "errno", None)):
+                        raise
+                    continue
                 record = Record(inp, out, OK, seconds + time.perf_counter() - start, None, mp)
                 records.append(record)
                 on_record(record)
