@@ -227,3 +227,201 @@ def test_every_config_field_has_bounds_and_good_checkpoints_still_load(tmp_path)
         path = tmp_path / f"{name}.safetensors"
         save_weights(create_model(name, **TINY_OVERRIDES[name]), path)
         assert load_weights(path).spec.name == name
+
+
+# ---- the folder run through the CLI ------------------------------------------------------------------
+
+import errno  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from typer.testing import CliRunner  # noqa: E402
+
+from gkm_cli.cli import app  # noqa: E402
+from gkm_cli.engine.manifest import MANIFEST_NAME  # noqa: E402
+
+runner = CliRunner()
+
+
+def invoke(*args: object, input: bytes | None = None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def records(text: str) -> tuple[dict[str, dict], dict]:
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return {Path(r["input"]).name: r for r in lines[:-1]}, lines[-1]
+
+
+def visible_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("ggkmnet", **TINY_OVERRIDES["ggkmnet"])
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_weights(model, path)
+    return path
+
+
+@pytest.fixture()
+def folder(tmp_path) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    write_image(src / "a.png", Image(noise(24, 32, 3, 1), None, np.dtype("uint8"), "png"))
+    write_image(src / "c.jpg", Image(noise(24, 32, 3, 2), None, np.dtype("uint8"), "jpeg"))
+    return src
+
+
+def test_a_crafted_tiff_fails_alone_and_the_rest_is_written(folder, weights, tmp_path):
+    (folder / "b.tif").write_bytes(crafted_tiff(100_000, 100_000))
+    (folder / "d.jpg").write_bytes(corrupt_jpeg_entropy(jpeg_bytes(3)))
+    out = tmp_path / "out"
+    r = invoke("deblur", folder, "-o", out, "--weights", weights, "--json")
+    assert r.exit_code == 1, r.output
+    recs, summary = records(r.stdout)
+    assert {k: v["status"] for k, v in recs.items()} == {"a.png": "ok", "b.tif": "failed", "c.jpg": "ok", "d.jpg": "failed"}
+    assert "b.tif" in recs["b.tif"]["error"] and "MP is over the limit" in recs["b.tif"]["error"]
+    assert "d.jpg: corrupt JPEG" in recs["d.jpg"]["error"]
+    assert (summary["ok"], summary["failed"], summary["not_attempted"]) == (2, 2, 0)
+    assert visible_files(out) == ["a.png", "c.jpg"]
+    assert "Traceback" not in r.stderr and "Corrupt JPEG data:" not in r.stderr.replace("corrupt JPEG (Corrupt JPEG data:", "")
+
+
+def test_max_pixels_flag(folder, weights, tmp_path):
+    r = invoke("deblur", folder / "a.png", "-o", tmp_path / "o", "--weights", weights, "--max-pixels", "100", "--json")
+    assert r.exit_code == 1 and "over the limit of 0.0001 MP" in records(r.stdout)[0]["a.png"]["error"]
+    assert invoke("deblur", folder / "a.png", "-o", tmp_path / "o", "--weights", weights, "--max-pixels", "0").exit_code == 0
+
+
+def test_resume_trusts_only_recorded_outputs(folder, weights, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("deblur", folder, "-o", out, "--weights", weights).exit_code == 0
+    assert (out / MANIFEST_NAME).is_file()
+    again = invoke("deblur", folder, "-o", out, "--weights", weights, "--json")
+    assert again.exit_code == 0 and {r["status"] for r in records(again.stdout)[0].values()} == {"skipped"}
+    # A 0-byte file and somebody's photo where outputs were: not done, and never replaced silently.
+    (out / "a.png").write_bytes(b"")
+    (out / "c.jpg").write_bytes(jpeg_bytes(9))
+    r = invoke("deblur", folder, "-o", out, "--weights", weights, "--json")
+    recs, summary = records(r.stdout)
+    assert r.exit_code == 1 and summary["skipped"] == 0 and summary["failed"] == 2
+    assert "not replaced, use --overwrite" in recs["a.png"]["error"]
+    assert (out / "a.png").read_bytes() == b"" and (out / "c.jpg").read_bytes() == jpeg_bytes(9)
+    forced = invoke("deblur", folder, "-o", out, "--weights", weights, "--overwrite")
+    assert forced.exit_code == 0 and read_image(out / "a.png").width == 32
+    # The input changed since: gkm's own, now stale, output is made again.
+    write_image(folder / "a.png", Image(noise(24, 32, 3, 7), None, np.dtype("uint8"), "png"))
+    r = invoke("deblur", folder, "-o", out, "--weights", weights, "--json")
+    assert r.exit_code == 0 and {k: v["status"] for k, v in records(r.stdout)[0].items()} == {"a.png": "ok", "c.jpg": "skipped"}
+    # Other settings: made again as well.
+    r = invoke("deblur", folder, "-o", out, "--weights", weights, "--jpeg-quality", "80", "--json")
+    assert records(r.stdout)[0]["c.jpg"]["status"] == "ok"
+
+
+def test_blurmap_never_overwrites_a_users_json(folder, weights, tmp_path):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "a.json").write_text('{"mine": true}')
+    r = invoke("blurmap", folder / "a.png", "-o", maps, "--weights", weights, "--json")
+    assert r.exit_code == 1 and "a.json: exists" in records(r.stdout)[0]["a.png"]["error"]
+    assert (maps / "a.json").read_text() == '{"mine": true}' and not (maps / "a.png").exists()
+    assert invoke("blurmap", folder / "a.png", "-o", maps, "--weights", weights, "--overwrite").exit_code == 0
+    assert json.loads((maps / "a.json").read_text())["kind"] == "gkm blurmap"
+    assert records(invoke("blurmap", folder / "a.png", "-o", maps, "--weights", weights, "--json").stdout)[0]["a.png"]["status"] == "skipped"
+
+
+def test_an_unwritable_output_suffix_is_refused(folder, weights, tmp_path):
+    r = invoke("deblur", folder / "a.png", "-o", tmp_path / "x.webp", "--weights", weights)
+    assert r.exit_code == 2 and "cannot write .webp" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.webp").exists()
+
+
+def test_disk_full_gives_a_failed_record_and_a_summary(folder, weights, tmp_path, monkeypatch):
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "out"
+    r = invoke("deblur", folder, "-o", out, "--weights", weights, "--json")
+    assert r.exit_code == 1
+    recs, summary = records(r.stdout)
+    assert list(recs) == ["a.png"] and recs["a.png"]["status"] == "failed" and "disk full" in recs["a.png"]["error"]
+    assert summary["failed"] == 1 and summary["not_attempted"] == 1 and "disk full" in summary["stopped"]
+    assert "1 input(s) not attempted" in r.stderr and "Traceback" not in r.stderr
+    assert visible_files(out) == []
+
+
+def test_read_only_file_system_has_its_own_words(folder, weights, tmp_path, monkeypatch):
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    r = invoke("deblur", folder / "a.png", "-o", tmp_path / "out", "--weights", weights)
+    assert r.exit_code == 1 and "read-only file system" in r.stderr and "permission denied" not in r.stderr
+
+
+def test_non_finite_network_output_is_a_failure_not_a_black_image(folder, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("ggkmnet", **TINY_OVERRIDES["ggkmnet"])
+    with torch.no_grad():
+        for p in model.parameters():  # finite weights whose output overflows
+            p.add_(0.02 * torch.randn_like(p)).mul_(1e18)
+    save_weights(model, tmp_path / "huge.safetensors")
+    r = invoke("deblur", folder / "a.png", "-o", tmp_path / "out", "--weights", tmp_path / "huge.safetensors", "--json")
+    assert r.exit_code == 1 and "not finite" in records(r.stdout)[0]["a.png"]["error"]
+    assert visible_files(tmp_path / "out") == []
+
+
+def test_hostile_weights_exit_2_in_one_line_before_anything_is_created(folder, tmp_path, tiny_state):
+    bad = _checkpoint(tmp_path / "w.safetensors", tiny_state, {**TINY_OVERRIDES["ggkmnet"], "width": 4096})
+    r = invoke("deblur", folder, "-o", tmp_path / "out", "--weights", bad)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and "out of bounds" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_file_names_are_shown_literally(folder, weights, tmp_path):
+    names = ["[bold red]z.png", ":thumbs_up:.png", "esc\x1b[31mred.png"]
+    for name in names:
+        (folder / name).write_bytes(b"not an image")
+    r = invoke("deblur", folder, "-o", tmp_path / "out", "--weights", weights)
+    assert r.exit_code == 1
+    lines = [line for line in r.stderr.splitlines() if line.startswith("failed:")]
+    assert len(lines) == 3
+    assert any("[bold red]z.png" in line for line in lines) and any(":thumbs_up:.png" in line for line in lines)
+    assert any("esc\\x1b[31mred.png" in line for line in lines)
+    assert "\x1b" not in r.stderr and "\N{THUMBS UP SIGN}" not in r.stderr
+
+
+def _gkm(*args: object, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gkm_cli", *map(str, args)], capture_output=False, timeout=300, **kw)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_stdout_full_or_closed_is_one_line_and_exit_1(tmp_path, weights):
+    src = tmp_path / "noise.png"
+    write_image(src, Image(noise(200, 200), None, np.dtype("uint8"), "png"))  # > 64 KB: more than a pipe holds
+    with open("/dev/full", "wb") as full, open(src, "rb") as fin:
+        r = _gkm("deblur", "-", "-o", "-", "--weights", weights, "-q", stdin=fin, stdout=full, stderr=subprocess.PIPE)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and err.strip().splitlines() == ["failed: <stdout>: cannot write (disk full)"], err
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    with open(src, "rb") as fin:
+        r = _gkm("deblur", "-", "-o", "-", "--weights", weights, "-q", stdin=fin, stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and len(err.strip().splitlines()) == 1 and "broken pipe" in err, err
+    # A reader that stops after 10 bytes (`| head -c 10`) loses the rest: not reported as written.
+    with open(src, "rb") as fin:
+        proc = subprocess.Popen([sys.executable, "-m", "gkm_cli", "deblur", "-", "-o", "-", "--weights", str(weights), "-q"],
+                                stdin=fin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        assert len(proc.stdout.read(10)) == 10
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=300)
+    assert proc.returncode == 1 and len(err.strip().splitlines()) == 1 and "<stdout>" in err, err
