@@ -16,5 +16,10 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$ROOT/scri
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==${GKM_TORCH_VERSION:-2.13.0}"
   fi
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,export,plot]"
+  # The [zoo] extra without torchvision: PyPI's torchvision 0.28.0 is built for CUDA torch and
+  # raises on import next to the CPU torch here; spandrel needs it only for LaMa/RestoreFormer,
+  # which gkm never runs (gkm_cli/nets/zoo.py imports spandrel without it). Same pins as pyproject.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    "spandrel==0.4.2" "spandrel-extra-arches==0.2.0" "einops>=0.6" "typing_extensions>=4"
   touch "$STAMP"
 fi
