@@ -5,7 +5,8 @@ attention unit (APU, ConvLSTM) predicts 44 weight maps; the fixed bank (delta + 
 filters both y(t) and up2(x(t-1)); each filtered channel is weighted by its map and a learned
 1 x 1 convolution over all 132 channels gives x(t). Layer widths follow the public code
 (``reference_gkmnet.md`` 1.3-1.6, 1,409,131 parameters); unlike that code, every colour gets
-every kernel (the paper's intent), BatchNorm runs in eval mode at inference.
+every kernel (the paper's intent), BatchNorm runs in eval mode at inference. The config's
+``bank_layout``/``batch_norm`` reproduce the released code for its checkpoints (``gkm_layouts``).
 """
 
 from __future__ import annotations
