@@ -102,5 +102,7 @@ def main() -> None:
     try:
         app()
     except GkmError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        from gkm_cli.console import message
+
+        Console(stderr=True, emoji=False).print(message("error:", "bold red", str(e)), highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

@@ -425,3 +425,78 @@ def test_stdout_full_or_closed_is_one_line_and_exit_1(tmp_path, weights):
         err = proc.stderr.read().decode()
         proc.wait(timeout=300)
     assert proc.returncode == 1 and len(err.strip().splitlines()) == 1 and "<stdout>" in err, err
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=False)
+def pairs_dirs(tmp_path):
+    for side in ("pred", "gt"):
+        (tmp_path / side).mkdir()
+
+
+@pytest.mark.parametrize("protocol, dtype", [("dpdd16", "uint16"), ("dpdd8", "uint8"), ("dpdd16", "uint8"), ("default", "uint16"), ("gkmnet", "uint8")])
+def test_identical_files_score_inf_under_every_protocol(tmp_path, pairs_dirs, protocol, dtype):
+    from gkm_cli.evaluation import EvalSettings, evaluate_folders
+    from gkm_cli.metrics.protocols import PROTOCOLS
+
+    for side in ("pred", "gt"):
+        write_image(tmp_path / side / "a.png", Image(noise(40, 40, 3, 4), None, np.dtype(dtype), "png"))
+    settings = EvalSettings(protocol=PROTOCOLS[protocol], metrics=("psnr", "psnr_aligned", "mae"), preview_count=0)
+    report = evaluate_folders(tmp_path / "pred", tmp_path / "gt", settings=settings)
+    assert report.images[0].metrics["psnr"] == float("inf") and report.images[0].metrics["mae"] == 0
+
+
+def _report_with_one_identical_pair(tmp_path: Path):
+    from gkm_cli.evaluation import EvalSettings, evaluate_folders
+
+    gt = noise(40, 40, 3, 4)
+    for name, pred in (("same", gt), ("off", np.clip(gt + 0.05, 0, 1))):
+        write_image(tmp_path / "gt" / f"{name}.png", Image(gt, None, np.dtype("uint8"), "png"))
+        write_image(tmp_path / "pred" / f"{name}.png", Image(pred, None, np.dtype("uint8"), "png"))
+    settings = EvalSettings(metrics=("psnr", "mae"), preview_count=0)
+    return evaluate_folders(tmp_path / "pred", tmp_path / "gt", settings=settings)
+
+
+def test_set_means_leave_infinite_pairs_out_and_count_them(tmp_path, pairs_dirs):
+    report = _report_with_one_identical_pair(tmp_path)
+    off = next(r for r in report.images if r.name == "off").metrics["psnr"]
+    assert report.mean()["psnr"] == pytest.approx(off) and report.infinite_counts()["metrics"] == {"psnr": 1}
+
+
+def test_json_has_one_representation_of_infinity(tmp_path, pairs_dirs):
+    from gkm_cli.evaluation import render_json
+
+    text = render_json(_report_with_one_identical_pair(tmp_path))
+    doc = json.loads(text)  # strict JSON: no Infinity/NaN tokens, no "inf" strings in number fields
+    assert "Infinity" not in text and "NaN" not in text
+    same = next(r for r in doc["images"] if r["name"] == "same")
+    assert same["metrics"]["psnr"] is None and same["nonfinite"] == {"metrics": {"psnr": "inf"}}
+    assert isinstance(doc["mean"]["psnr"], float) and doc["infinite"]["metrics"] == {"psnr": 1}
+    for rec in doc["images"]:
+        assert all(v is None or isinstance(v, float) for v in rec["metrics"].values())
+
+
+def test_html_sorts_inf_as_the_best_psnr(tmp_path, pairs_dirs):
+    import re
+
+    from gkm_cli.evaluation import render_html
+
+    page = render_html(_report_with_one_identical_pair(tmp_path))
+    values = re.findall(r'<td data-v="([^"]+)">', page)
+    assert "Infinity" in values and "inf" not in values
+    script = page[page.index("<script>") :]
+    assert "parseFloat" not in script and "Number(x)" in script  # Number("Infinity") is Infinity
+
+
+def test_evaluate_reports_a_crafted_tiff_as_a_problem(tmp_path, pairs_dirs):
+    for side in ("pred", "gt"):
+        write_image(tmp_path / side / "a.png", Image(noise(20, 20, 3, 4), None, np.dtype("uint8"), "png"))
+    (tmp_path / "pred" / "b.tif").write_bytes(crafted_tiff(100_000, 100_000))
+    write_image(tmp_path / "gt" / "b.png", Image(noise(20, 20, 3, 5), None, np.dtype("uint8"), "png"))
+    r = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--metrics", "psnr", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["counts"]["scored"] == 1 and doc["problems"][0]["kind"] == "unreadable" and "b.tif" in doc["problems"][0]["detail"]
+    assert "Traceback" not in r.stderr

@@ -14,9 +14,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.table import Table
 
+from gkm_cli.console import message, visible
 from gkm_cli.errors import GkmError, UsageError
+from gkm_cli.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["evaluate", "register"]
 
@@ -69,7 +72,7 @@ def _print_tables(report: Any, console: Console) -> None:
     if report.has_baseline:
         per.add_column(f"gain {gain_metric}", justify="right")
     for r in report.images:
-        row = [r.name] + [fmt_metric(m, r.metrics.get(m)) for m in ms]
+        row: list[Any] = [Text(visible(r.name))] + [fmt_metric(m, r.metrics.get(m)) for m in ms]
         if report.has_baseline:
             g = r.gain
             row.append(fmt_metric(gain_metric, None if g is None else g.get(gain_metric), signed=True))
@@ -89,6 +92,9 @@ def _print_tables(report: Any, console: Console) -> None:
             row += [fmt_metric(m, base.get(m)), fmt_metric(m, gain.get(m), signed=True)]
         summ.add_row(*row)
     console.print(summ)
+    inf = report.infinite_counts()["metrics"]
+    if inf:  # identical pairs: their inf is not averaged in
+        console.print("infinite values left out of the means: " + ", ".join(f"{m} {n}" for m, n in inf.items()), highlight=False)
     console.print(f"protocol: {report.protocol.summary()}", highlight=False, soft_wrap=True)
 
 
@@ -141,12 +147,15 @@ def evaluate(
     save_dir: Annotated[Optional[Path], typer.Option("--save-dir", help="With --data: also write the restored images here.")] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="With --data: tile size in px (default: from free memory).")] = None,
     precision: Annotated[str, typer.Option("--precision", help="With --data: auto, fp32, fp16, bf16.")] = "auto",
+    max_pixels: Annotated[
+        int, typer.Option("--max-pixels", min=0, help="Refuse files whose header declares more pixels than this (0 = no limit).")
+    ] = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Score restored images against ground truth (PSNR, SSIM, LPIPS, MAE, colour-aligned PSNR).
 
     Either PRED_DIR GT_DIR (files paired by stem), or --data ROOT [--model NAME] to run the
     engine on a dataset and score it (inputs are scored too, so the gain is shown)."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     try:
         if data is not None:
             if pred_dir is not None or gt_dir is not None or input_dir is not None:
@@ -159,10 +168,10 @@ def evaluate(
         code = _run(
             pred_dir, gt_dir, input_dir, metrics, protocol, bit_depth, round_, crop_border, crop_top,
             y_channel, ssim_window, data_range, report or [], as_json, device, lpips_weights, strict, err,
-            model_run,
+            model_run, max_pixels,
         )  # fmt: skip
     except GkmError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(message("error:", "bold red", str(exc)))
         raise typer.Exit(exc.exit_code) from None
     if code:
         raise typer.Exit(code)
@@ -188,6 +197,7 @@ def _run(
     strict: bool,
     err: Console,
     model_run: _ModelRun | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> int:
     from gkm_cli.evaluation import REPORT_SUFFIXES, EvalSettings, evaluate_folders, render_json, write_report
 
@@ -208,27 +218,32 @@ def _run(
 
     def progress(done: int, total: int | None, name: str) -> None:
         if err.is_terminal:
-            err.print(f"\r[{done}/{total}] {name}", end="")
+            err.print(Text(f"\r[{done}/{total}] {visible(name)}"), end="")
 
     if model_run is not None:
         result = model_run.evaluate(settings, device, progress, err)
     else:
         assert pred_dir is not None and gt_dir is not None
-        result = evaluate_folders(pred_dir, gt_dir, input_dir, settings, progress=progress)
+        from functools import partial
+
+        from gkm_cli.images import read_image
+
+        reader = partial(read_image, max_pixels=max_pixels)
+        result = evaluate_folders(pred_dir, gt_dir, input_dir, settings, reader=reader, progress=progress)
     if err.is_terminal:
         err.print()
 
     for path in reports:
         write_report(result, path)
     for p in result.problems:
-        err.print(f"[yellow]warning:[/] {p.kind} ({p.consequence}): {p.detail}")
+        err.print(message("warning:", "yellow", f"{p.kind} ({p.consequence}): {p.detail}"))
     if as_json:
         sys.stdout.write(render_json(result))
         sys.stdout.flush()
     elif result.images:
         _print_tables(result, Console(highlight=False))
     for path in reports:
-        err.print(f"wrote {path}")
+        err.print(Text(f"wrote {visible(str(path))}"))
     if not result.images:
         err.print(f"[bold red]error:[/] nothing could be scored ({len(result.problems)} problems)")
         return 1

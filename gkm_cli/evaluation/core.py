@@ -7,8 +7,14 @@ Two entry points share one scoring loop:
 - :func:`evaluate_folders` pairs files by stem and feeds :func:`evaluate_pairs` lazily, so only
   one pair is in memory at a time.
 
-A set's value of a metric is the mean of its per-image values. With inputs, each image also gets
-the input-vs-GT baseline and a gain (positive = the prediction is better, for every metric).
+A set's value of a metric is the mean of its finite per-image values; images whose value is
+infinite (PSNR of an identical pair) are counted apart (:meth:`EvalReport.infinite_counts`), so
+one identical pair does not turn the mean into ``inf``. With inputs, each image also gets the
+input-vs-GT baseline and a gain (positive = the prediction is better, for every metric).
+
+Pixels read from integer files are scored from their exact integer values (``k / (2^b - 1)``
+in float64), not from the float32 copies the engine uses: an identical pair is then identical
+under every protocol, including the ones that re-quantise the ground truth (dpdd8, dpdd16).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ __all__ = [
     "Preview",
     "evaluate_folders",
     "evaluate_pairs",
+    "exact_pixels",
     "iter_folder_samples",
     "parse_metrics",
     "resolve_device",
@@ -202,8 +209,22 @@ class EvalReport:
         return any(r.baseline is not None for r in self.images)
 
     def mean(self) -> dict[str, float]:
-        """Mean over scored images of each metric (output vs GT)."""
+        """Mean over scored images of each metric (output vs GT), of the finite values."""
         return _mean_of([r.metrics for r in self.images], self.metrics)
+
+    def infinite_counts(self) -> dict[str, dict[str, int]]:
+        """How many images' values were infinite (left out of the means), per metric, for
+        ``"metrics"``, ``"baseline"`` and ``"gain"``; metrics without any are not listed."""
+        groups = {
+            "metrics": [r.metrics for r in self.images],
+            "baseline": [r.baseline for r in self.images if r.baseline is not None],
+            "gain": [g for g in (r.gain for r in self.images) if g is not None],
+        }
+        out: dict[str, dict[str, int]] = {}
+        for label, rows in groups.items():
+            counts = {m: sum(1 for r in rows if m in r and math.isinf(r[m])) for m in self.metrics}
+            out[label] = {m: n for m, n in counts.items() if n}
+        return out
 
     def mean_baseline(self) -> dict[str, float] | None:
         """Mean input-vs-GT metric over images that have an input; None without inputs."""
@@ -226,15 +247,18 @@ def _gain(metric: str, out: float, base: float) -> float:
 
 
 def _mean_of(rows: list[Mapping[str, float]], metrics: tuple[str, ...]) -> dict[str, float]:
+    """Mean of the finite values of each metric; infinite ones are counted apart (see
+    :meth:`EvalReport.infinite_counts`). All infinite: their common value (or nan if mixed)."""
     out: dict[str, float] = {}
     for m in metrics:
         vals = [r[m] for r in rows if m in r]
         if not vals:
             continue
-        if any(math.isinf(v) for v in vals):
-            out[m] = sum(vals)  # +inf, -inf or nan, as the arithmetic says
+        finite = [v for v in vals if math.isfinite(v)]
+        if finite:
+            out[m] = math.fsum(finite) / len(finite)
         else:
-            out[m] = math.fsum(vals) / len(vals)
+            out[m] = sum(vals)  # every value infinite (or nan): +inf, -inf or nan
     return out
 
 
@@ -562,10 +586,21 @@ def _bits_of(dtype: Any) -> int | None:
     return None
 
 
+def exact_pixels(img: ImageLike) -> np.ndarray:
+    """The pixels of a file as scored: integer files as their integer samples (turned into exact
+    float64 fractions later), not the float32 copies (off by up to 3e-8, which makes an
+    identical pair score ~157 dB instead of inf once the ground truth is re-quantised)."""
+    dt = np.dtype(img.dtype)
+    if dt in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        top = np.float32(np.iinfo(dt).max)
+        return np.rint(np.multiply(img.pixels, top, dtype=np.float32)).astype(dt)
+    return img.pixels
+
+
 def _read(reader: Reader, path: Path) -> tuple[ImageLike | None, str]:
     try:
         return reader(path), ""
-    except (ImageReadError, OSError, ValueError) as exc:
+    except (ImageReadError, OSError, ValueError, MemoryError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return None, msg
 
@@ -590,11 +625,11 @@ def iter_folder_samples(pairs: Iterable[FilePair], reader: Reader | None = None)
                     fp.name, "unreadable", f"cannot read input {fp.input}: {inp_err}", (str(fp.input),), "no_baseline"
                 )
             else:
-                inp_pixels = inp.pixels
+                inp_pixels = exact_pixels(inp)
         yield PairSample(
             fp.name,
-            pred.pixels,
-            gt.pixels,
+            exact_pixels(pred),
+            exact_pixels(gt),
             inp_pixels,
             gt_bits=_bits_of(gt.dtype),
             pred_path=str(fp.pred),

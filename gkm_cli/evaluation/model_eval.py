@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gkm_cli.data.layouts import DatasetLayout, detect_layout, list_pairs
 from gkm_cli.errors import GkmError
-from gkm_cli.evaluation.core import EvalReport, EvalSettings, PairSample, evaluate_pairs
+from gkm_cli.evaluation.core import EvalReport, EvalSettings, PairSample, evaluate_pairs, exact_pixels
 from gkm_cli.evaluation.pairing import Problem
 from gkm_cli.images import read_image, write_image
 
@@ -68,7 +68,7 @@ def evaluate_model_on_dataset(
                 pred_path.parent.mkdir(parents=True, exist_ok=True)
                 write_image(pred_path, restored, forbid_same_as=Path(pair.blur))
             bits = {"uint8": 8, "uint16": 16}.get(str(sharp.dtype))
-            yield PairSample(pair.name, restored.pixels, sharp.pixels, blur.pixels, gt_bits=bits,
+            yield PairSample(pair.name, restored.pixels, exact_pixels(sharp), exact_pixels(blur), gt_bits=bits,
                              pred_path=str(pred_path) if pred_path else None, gt_path=str(pair.sharp))
 
     sources = {"data": str(root), "layout": layout.name, "split": split, **{k: str(v) for k, v in deblurrer.describe().items()}}

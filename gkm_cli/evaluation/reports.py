@@ -2,6 +2,14 @@
 
 Every format records the protocol. :func:`write_report` picks the format from the suffix.
 The HTML report is one self-contained file: inline CSS and JS, crops as base64 PNG.
+
+Non-finite values (PSNR of an identical pair is ``+inf``; a gain between two infinite PSNRs is
+``nan``) have ONE representation in JSON (schema ``gkm.evaluate/2``): the number field is
+``null`` and the object that holds it has a ``"nonfinite"`` companion naming the value, e.g.
+``"metrics": {"psnr": null, ...}, "nonfinite": {"metrics": {"psnr": "inf"}}``; ``"inf"``,
+``"-inf"`` and ``"nan"`` are the only words used. Number fields are therefore always numbers or
+null (strict JSON). Set means are over finite values; ``"infinite"`` counts, per metric, the
+images whose value was infinite and left out (``{"metrics": {"psnr": 1}}``).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ __all__ = [
     "write_report",
 ]
 
-SCHEMA = "gkm.evaluate/1"
+SCHEMA = "gkm.evaluate/2"  # /2: non-finite values are null + "nonfinite" (were strings in /1)
 
 _LABELS = {
     "psnr": "PSNR (dB)",
@@ -54,17 +62,24 @@ def fmt_metric(metric: str, value: float | None, *, signed: bool = False) -> str
     return f"{value:+.{d}f}" if signed else f"{value:.{d}f}"
 
 
-def _num(v: float | None) -> float | str | None:
-    """JSON-safe number: non-finite values as the strings 'inf', '-inf', 'nan'."""
-    if v is None:
-        return None
-    if math.isfinite(v):
-        return float(v)
+def _word(v: float) -> str:
+    """The word for a non-finite value in JSON: "inf", "-inf" or "nan"."""
     return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
 
 
 def _nums(d: dict[str, float] | None) -> dict[str, Any] | None:
-    return None if d is None else {k: _num(v) for k, v in d.items()}
+    """Numbers for JSON: finite values as they are, non-finite ones as null (see the module doc)."""
+    return None if d is None else {k: float(v) if math.isfinite(v) else None for k, v in d.items()}
+
+
+def _nonfinite(**groups: dict[str, float] | None) -> dict[str, dict[str, str]]:
+    """The ``"nonfinite"`` companion: for each group, the metrics whose value is not finite."""
+    out = {}
+    for name, d in groups.items():
+        words = {k: _word(v) for k, v in (d or {}).items() if not math.isfinite(v)}
+        if words:
+            out[name] = words
+    return out
 
 
 def report_to_dict(report: EvalReport) -> dict[str, Any]:
@@ -79,6 +94,7 @@ def report_to_dict(report: EvalReport) -> dict[str, Any]:
                 "metrics": _nums(dict(r.metrics)),
                 "baseline": _nums(None if r.baseline is None else dict(r.baseline)),
                 "gain": _nums(r.gain),
+                "nonfinite": _nonfinite(metrics=dict(r.metrics), baseline=None if r.baseline is None else dict(r.baseline), gain=r.gain),
                 "pred": r.pred_path,
                 "gt": r.gt_path,
                 "input": r.input_path,
@@ -107,6 +123,8 @@ def report_to_dict(report: EvalReport) -> dict[str, Any]:
         "mean": _nums(report.mean()),
         "mean_baseline": _nums(report.mean_baseline()),
         "mean_gain": _nums(report.mean_gain()),
+        "nonfinite": _nonfinite(mean=report.mean(), mean_baseline=report.mean_baseline(), mean_gain=report.mean_gain()),
+        "infinite": report.infinite_counts(),
         "images": images,
         "problems": problems,
         "elapsed_s": round(report.elapsed_s, 3),
@@ -156,7 +174,9 @@ def render_csv(report: EvalReport) -> str:
         if base:
             row.update(vals("_input", report.mean_baseline()))
             row.update(vals("_gain", report.mean_gain()))
-        row["detail"] = f"mean of {report.n_scored} per-image values"
+        inf = report.infinite_counts()["metrics"]
+        left = "; infinite values left out: " + ", ".join(f"{m} {n}" for m, n in inf.items()) if inf else ""
+        row["detail"] = f"mean of {report.n_scored} per-image values (finite ones){left}"
         row["protocol"] = proto
         w.writerow(row)
     return buf.getvalue()
@@ -197,6 +217,9 @@ def render_markdown(report: EvalReport) -> str:
         if v:
             out.append(f"- {k}: `{v}`")
     out.append(f"- scored: {report.n_scored} images; problems: {len(report.problems)}")
+    inf = report.infinite_counts()["metrics"]
+    if inf:
+        out.append("- infinite values (identical pairs), left out of the means: " + ", ".join(f"{m} {n}" for m, n in inf.items()))
     out.append(f"- protocol: {report.protocol.summary()}")
     out += ["", "## Summary (mean of per-image values)", "", "| metric | output | input | gain |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _summary_rows(report)]
@@ -242,8 +265,9 @@ document.querySelectorAll('table.sortable').forEach(function(t){
       rows.sort(function(a,b){
         var x=a.cells[i].dataset.v,y=b.cells[i].dataset.v;
         if(x===undefined){x=a.cells[i].textContent;y=b.cells[i].textContent;return asc?x.localeCompare(y):y.localeCompare(x);}
-        x=parseFloat(x);y=parseFloat(y);if(isNaN(x))x=-Infinity;if(isNaN(y))y=-Infinity;
-        return asc?x-y:y-x;});
+        x=Number(x);y=Number(y);
+        if(isNaN(x)&&isNaN(y))return 0;if(isNaN(x))return 1;if(isNaN(y))return -1;
+        if(x===y)return 0;return asc?(x<y?-1:1):(x<y?1:-1);});
       rows.forEach(function(r){body.appendChild(r);});
     });
   });
@@ -257,7 +281,8 @@ def _cell(metric: str, v: float | None, *, signed: bool = False) -> str:
     cls = ""
     if signed and not math.isnan(v) and v != 0:
         cls = ' class="pos"' if v > 0 else ' class="neg"'
-    data = "nan" if math.isnan(v) else repr(float(v))
+    # JavaScript's Number() reads "Infinity" / "-Infinity" (parseFloat("inf") is NaN); nan sorts last.
+    data = "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity") if math.isinf(v) else repr(float(v))
     return f'<td data-v="{data}"{cls}>{html.escape(fmt_metric(metric, v, signed=signed))}</td>'
 
 
@@ -278,7 +303,9 @@ def render_html(report: EvalReport) -> str:
         f"<li>scored {report.n_scored} images, {len(report.problems)} problems; "
         f"gkm {e(report.gkm_version)}, {e(report.created_utc)}, {report.elapsed_s:.1f} s on {e(report.device)}</li></ul>"
     )
-    parts.append("<h2>Summary</h2><p>Mean of per-image values; gain is positive when the output beats the input.</p>")
+    inf = report.infinite_counts()["metrics"]
+    left = (" Infinite values (identical pairs) are left out of the means: " + ", ".join(f"{m} {n}" for m, n in inf.items()) + ".") if inf else ""
+    parts.append(f"<h2>Summary</h2><p>Mean of per-image values; gain is positive when the output beats the input.{e(left)}</p>")
     parts.append("<table id='summary'><thead><tr><th>metric</th><th>output</th><th>input</th><th>gain</th></tr></thead><tbody>")
     for a, b, c, d in _summary_rows(report):
         parts.append(f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td><td>{e(d)}</td></tr>")
