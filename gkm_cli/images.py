@@ -377,7 +377,8 @@ def _captured_stderr() -> Iterator[list[bytes]]:
                     tmp.seek(0)
                     other = []
                     for line in tmp.read().splitlines(keepends=True):
-                        (lines if _DECODER_LINE.match(line.lstrip()) else other).append(line)
+                        if line.strip():  # decoders end some messages with an empty line
+                            (lines if _DECODER_LINE.match(line.lstrip()) else other).append(line)
                     if other:
                         with contextlib.suppress(OSError):
                             os.write(2, b"".join(other))
