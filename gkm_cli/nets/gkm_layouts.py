@@ -65,7 +65,7 @@ def effective_sigmas(layout: str, sigmas: torch.Tensor) -> torch.Tensor:
     """Per weight map m: the mean sigma of the kernels it meets over the three colours (for the
     blur map; in the paper layout that is kernel m's own sigma)."""
     k = sigmas.numel()
-    colours, kernels = channel_table(layout, k)
+    _, kernels = channel_table(layout, k)
     out = torch.zeros(k, dtype=sigmas.dtype)
     for o, kernel in enumerate(kernels):
         out[o % k] += sigmas[kernel] / 3
