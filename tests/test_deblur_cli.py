@@ -411,7 +411,7 @@ def test_onnxruntime_backend_equals_torch(photos, gkmnet_weights, tmp_path):
                    "--device", "cpu", "--backend", backend, "--json")
         assert r.exit_code == 0, r.stderr
         assert json_lines(r.stdout)[-1]["backend"] == backend
-        outs[backend] = {p.name: read_image(p) for p in (tmp_path / backend).iterdir()}
+        outs[backend] = {p.name: read_image(p) for p in (tmp_path / backend).iterdir() if p.name != MANIFEST_NAME}
     assert sorted(outs["torch"]) == sorted(outs["onnxruntime"]) == ["odd.png", "photo16.tif"]
     for name, ref in outs["torch"].items():
         got = outs["onnxruntime"][name]
