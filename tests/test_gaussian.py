@@ -76,3 +76,25 @@ def test_direct_path_is_a_true_2d_convolution():
         r = k2.shape[0] // 2
         torch.testing.assert_close(out[k, 7 - r : 8 + r, 7 - r : 8 + r], k2)
         assert out[k].sum().item() == pytest.approx(1.0)
+
+
+def test_direct_strips_equal_one_call(monkeypatch):
+    """Large CPU planes go through the direct path in strips (oneDNN's large-plane cliff);
+    the strips must reproduce one zero-padded convolution, borders and strip seams included."""
+    import gkm_cli.ops.gaussian as gaussian
+
+    bank = gkm_bank()
+    x = torch.rand(2, 3, 61, 47, generator=torch.Generator().manual_seed(3))
+    whole = F.conv2d(x.reshape(6, 1, 61, 47), gaussian.dense_kernels(bank), padding=bank.radius)
+    calls = []
+    real_conv = F.conv2d
+
+    def counting_conv(*args, **kwargs):
+        calls.append(args[0].shape[-2])
+        return real_conv(*args, **kwargs)
+
+    monkeypatch.setattr(gaussian, "DIRECT_STRIP_PIXELS", 13 * (47 + 2 * bank.radius))
+    monkeypatch.setattr(gaussian.F, "conv2d", counting_conv)
+    striped = gaussian_conv(x, bank, "direct").reshape(6, bank.num_kernels, 61, 47)
+    assert len(calls) == 5 and max(calls) == 13 + 2 * bank.radius  # 61 rows in strips of 13
+    torch.testing.assert_close(striped, whole, rtol=0, atol=1e-6)
