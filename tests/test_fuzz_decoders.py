@@ -9,8 +9,8 @@ flips, truncations, header field edits, chunk/segment duplication), bounded to a
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import random
 import struct
 import subprocess
@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from gkm_cli.errors import ImageReadError
-from gkm_cli.images import Image, decode_image, encode_image, read_image
+from gkm_cli.images import Carry, Image, decode_image, encode_image, read_image
 from gkm_cli.nets import TINY_OVERRIDES, create_model
 from gkm_cli.nets.checkpoint import save_weights
 
@@ -43,7 +43,7 @@ def _originals() -> dict[str, bytes]:
         "rgb.jpg": encode_image(Image(px, None, np.dtype("uint8"), "jpeg"), jpeg_quality=90),
         "gray.jpg": encode_image(Image(gray, None, np.dtype("uint8"), "jpeg")),
         "rgb8.tif": encode_image(Image(px, None, np.dtype("uint8"), "tiff")),
-        "rgb16z.tif": encode_image(tiff16.__class__(**{**tiff16.__dict__, "carry": tiff16.carry.__class__(tiff_compression="zlib")})),
+        "rgb16z.tif": encode_image(dataclasses.replace(tiff16, carry=Carry(tiff_compression="zlib"))),
     }
 
 
