@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import resource
@@ -79,9 +80,12 @@ RESULT_FIELDS = (
     "latency_max_s",
     "latencies_s",
     "mpix_per_s",
+    "ns_per_pixel",
+    "per_pixel_vs_best",
     "peak_memory_mb",
     "memory_kind",
     "process_peak_rss_mb",
+    "reference_runs",
     "reference_latency_median_s",
     "reference_latency_min_s",
     "speedup_vs_reference",
@@ -112,6 +116,8 @@ class BenchConfig:
     warmup: int = 1
     threads: int | None = None
     compare_reference: bool = False
+    #: Timed runs of the (slow) reference path; fewer than ``runs`` so a comparison stays short.
+    reference_runs: int = 1
     weights: str | None = None
     tiny: bool = False
     count_macs: bool = True
@@ -156,8 +162,8 @@ def validate(cfg: BenchConfig) -> None:
         raise UsageError(f"{cfg.model} does not support fp16 (its spec says so)")
     if cfg.precision == "bf16" and not spec.supports_bf16:
         raise UsageError(f"{cfg.model} does not support bf16 (its spec says so)")
-    if cfg.runs < 1 or cfg.warmup < 0 or cfg.batch < 1:
-        raise UsageError("--runs and --batch must be >= 1 and --warmup >= 0")
+    if cfg.runs < 1 or cfg.warmup < 0 or cfg.batch < 1 or cfg.reference_runs < 1:
+        raise UsageError("--runs, --reference-runs and --batch must be >= 1 and --warmup >= 0")
     if cfg.cuda_graphs and not cfg.device.startswith("cuda"):
         raise UsageError("--cuda-graphs needs --device cuda (CUDA graphs replay GPU work only)")
     if cfg.cuda_graphs and cfg.tile is not None:
@@ -419,16 +425,22 @@ def run_config(cfg: BenchConfig) -> dict:
             record.update(peak_memory_mb=max(_peak_rss_bytes() - base, 0) / 2**20, memory_kind="cpu_peak_rss_delta")
         ref_times: list[float] = []
         out_fast = out_ref = None
-        if reference is not None:
-            for _ in range(max(cfg.warmup, 0)):
-                reference()
+        # The reference path is slow by design: it gets no warm-up of its own (the fast path's
+        # already built the shared primitives) and only ``reference_runs`` timed runs,
+        # interleaved with the first fast runs so a busy machine slows both alike.
         for i in range(cfg.runs):
             if i > 0:
                 times.append(_timed(fast, device))
-            if reference is not None:
-                ref_times.append(_timed(reference, device))
-        if reference is not None and cfg.tile is None:
-            out_fast, out_ref = _image_of(fast()), _image_of(reference())
+            if reference is not None and i < cfg.reference_runs:
+                if i == 0 and cfg.tile is None:
+                    start = time.perf_counter()
+                    out_ref = _image_of(reference())
+                    _sync(device)
+                    ref_times.append(time.perf_counter() - start)
+                else:
+                    ref_times.append(_timed(reference, device))
+        if out_ref is not None:
+            out_fast = _image_of(fast())
     record["process_peak_rss_mb"] = _peak_rss_bytes() / 2**20
     lat = latency_summary(times)
     record.update(
@@ -439,10 +451,12 @@ def run_config(cfg: BenchConfig) -> dict:
         latency_max_s=lat["max"],
         latencies_s=times,
         mpix_per_s=cfg.batch * cfg.height * cfg.width / lat["median"] / 1e6,
+        ns_per_pixel=lat["median"] / (cfg.batch * cfg.height * cfg.width) * 1e9,
     )
     if ref_times:
         ref = latency_summary(ref_times)
         record.update(
+            reference_runs=len(ref_times),
             reference_latency_median_s=ref["median"],
             reference_latency_min_s=ref["min"],
             speedup_vs_reference=ref["median"] / lat["median"],
@@ -563,10 +577,32 @@ def _worker_main(argv: list[str]) -> int:
     return 0
 
 
+def mark_per_pixel_cost(results: list[dict]) -> list[dict]:
+    """Set ``per_pixel_vs_best``: each record's ns/pixel over the lowest ns/pixel of the same
+    model, device, precision, batch and tiling in ``results`` (1.0 = the cheapest size). A size
+    sweep whose ratios climb well above ~1.3 has a super-linear path at the larger sizes."""
+    def key(r: dict) -> tuple:
+        return (r["model"], r["device"], r["precision"], r["batch"], r["tile"], r["compile"], r["channels_last"])
+
+    best: dict[tuple, float] = {}
+    for r in results:
+        if r.get("ns_per_pixel"):
+            best[key(r)] = min(best.get(key(r), math.inf), r["ns_per_pixel"])
+    for r in results:
+        if r.get("ns_per_pixel"):
+            r["per_pixel_vs_best"] = r["ns_per_pixel"] / best[key(r)]
+    return results
+
+
+#: Sizes of ``gkm benchmark --sweep`` (WIDTH, HEIGHT): from a small crop to full HD.
+SWEEP_SIZES: tuple[tuple[int, int], ...] = ((256, 256), (512, 512), (1280, 720), (1920, 1080))
+
+
 def report(results: list[dict], device: torch.device | None = None) -> dict:
     """The JSON document ``gkm benchmark --json`` prints: machine facts + one record per config."""
     from gkm_cli import __version__
 
+    mark_per_pixel_cost(results)
     return {
         "gkm": __version__,
         "machine": machine_info(device),
@@ -596,8 +632,10 @@ TABLE_COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("median s", lambda r: _fmt(r["latency_median_s"])),
     ("IQR s", lambda r: f"{_fmt(r['latency_q1_s'])}-{_fmt(r['latency_q3_s'])}"),
     ("MPix/s", lambda r: _fmt(r["mpix_per_s"], ".3f")),
+    ("ns/px", lambda r: _fmt(r["ns_per_pixel"], ".0f")),
+    ("x best", lambda r: _fmt(r["per_pixel_vs_best"], ".2f")),
     ("peak MiB", lambda r: _fmt(r["peak_memory_mb"], ".0f")),
-    ("ref. s", lambda r: _fmt(r["reference_latency_median_s"])),
+    ("ref. s", lambda r: _fmt(r["reference_latency_median_s"]) + (f" ({r['reference_runs']} run{'s' if r['reference_runs'] != 1 else ''})" if r["reference_runs"] else "")),
     ("speed-up", lambda r: _fmt(r["speedup_vs_reference"], ".2f") + ("x" if r["speedup_vs_reference"] else "")),
 )
 

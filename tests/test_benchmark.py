@@ -15,6 +15,7 @@ from gkm_cli.benchmark import (
     _module_macs,
     count_macs,
     latency_summary,
+    mark_per_pixel_cost,
     parse_size,
     report,
     run_config,
@@ -104,10 +105,32 @@ def test_compare_reference_in_process_records_ratio_and_equality(tmp_path):
     _check_record(r, "gkmnet", 48, 80)
     assert r["speedup_vs_reference"] == pytest.approx(r["reference_latency_median_s"] / r["latency_median_s"])
     assert r["max_abs_diff_vs_reference"] <= 1e-4
+    assert r["reference_runs"] == 1 and len(r["latencies_s"]) == 2  # the slow path is capped
     doc = report([r])
     json.dumps(doc)  # serialisable
     md = to_markdown(doc)
     assert md.count("| gkmnet | 80x48 |") == 1 and "speed-up" in md
+
+
+def test_reference_runs_and_per_pixel_cost():
+    r = run_config(BenchConfig(model="gkmnet", height=32, width=48, runs=3, warmup=0, tiny=True, compare_reference=True, reference_runs=2, count_macs=False))
+    assert r["reference_runs"] == 2
+    assert r["ns_per_pixel"] == pytest.approx(r["latency_median_s"] / (32 * 48) * 1e9)
+    base = {"device": "cpu", "precision": "fp32", "batch": 1, "tile": None, "compile": False, "channels_last": False}
+    rows = [
+        {**base, "model": "a", "ns_per_pixel": 100.0},
+        {**base, "model": "a", "ns_per_pixel": 480.0},  # a super-linear size
+        {**base, "model": "b", "ns_per_pixel": 300.0},  # compared with its own sizes only
+    ]
+    assert [r["per_pixel_vs_best"] for r in mark_per_pixel_cost(rows)] == [1.0, 4.8, 1.0]
+
+
+def test_cli_sweep_adds_the_standard_sizes():
+    proc = _gkm("benchmark", "--sweep", "--size", "64x48", "--model", "nope")
+    assert proc.returncode == 2  # sizes parse, then the unknown model stops it before any run
+    from gkm_cli.benchmark import SWEEP_SIZES
+
+    assert (1280, 720) in SWEEP_SIZES and (1920, 1080) in SWEEP_SIZES
 
 
 def test_tiled_and_bf16_configs_run():

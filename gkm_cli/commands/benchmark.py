@@ -35,6 +35,8 @@ def benchmark(
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (default: PyTorch's).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Time these weights instead of a random initialisation.")] = None,
     compare_reference: Annotated[bool, typer.Option("--compare-reference", help="Also time the reference path (direct 2-D Gaussian bank, unfused), interleaved, and print the ratio.")] = False,
+    reference_runs: Annotated[int, typer.Option("--reference-runs", min=1, help="Timed runs of the reference path with --compare-reference (it is slow; its median is over these).")] = 1,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Sizes 256x256, 512x512, 1280x720, 1920x1080 (added to any --size); the table's ns/px and 'x best' columns show the per-pixel cost, so super-linear paths stand out.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (all fields) on stdout instead of the table.")] = False,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write a Markdown table to this file.")] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="Measure in this process (faster start; peak RSS then includes earlier configurations).")] = False,
@@ -46,13 +48,15 @@ def benchmark(
 
     Latency = median (and quartiles) of --runs timed forwards after --warmup untimed ones.
     """
-    from gkm_cli.benchmark import BenchConfig, parse_size, report, run_config, run_isolated, to_markdown, validate
+    from gkm_cli.benchmark import SWEEP_SIZES, BenchConfig, parse_size, report, run_config, run_isolated, to_markdown, validate
     from gkm_cli.nets import default_model, list_models
 
     names = model or [default_model()]
     if "all" in names:
         names = list_models()
-    sizes = [parse_size(s) for s in (size or ["512x512"])]
+    sizes = [parse_size(s) for s in size or ([] if sweep else ["512x512"])]
+    if sweep:
+        sizes += [(h, w) for w, h in SWEEP_SIZES if (h, w) not in sizes]
     configs = [
         BenchConfig(
             model=name,
@@ -69,6 +73,7 @@ def benchmark(
             warmup=warmup,
             threads=threads,
             compare_reference=compare_reference,
+            reference_runs=reference_runs,
             weights=str(weights) if weights else None,
             tiny=tiny,
         )
@@ -108,7 +113,9 @@ def _print_table(doc: dict, console: Console) -> None:
         "[dim]GMACs all = every op (FlopCounterMode / 2, reference path, incl. the Gaussian bank); "
         "mod. = conv/linear modules only; paper = thop/2 over modules, as the papers print them "
         "(their number in brackets). Peak MiB: CUDA max allocated, or growth of the process peak RSS "
-        "on the CPU. ref. s / speed-up: the reference path (direct 2-D bank), interleaved.[/]"
+        "on the CPU. ns/px: median latency per pixel; x best: over the same model's cheapest size in this run. "
+        "ref. s / speed-up: the reference path (direct 2-D bank, unfused), median of --reference-runs runs (default 1), "
+        "interleaved with the first fast runs.[/]"
     )
 
 
