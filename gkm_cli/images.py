@@ -100,6 +100,10 @@ _DECODER_LINE: Final = re.compile(
     rb"Huffman |Unsupported |Inconsistent progression|Warning: |JPEG|TIFF)"
 )
 _DECODER_ERROR: Final = re.compile(rb"(\[ERROR|libpng error|Corrupt JPEG data|Premature end of JPEG|Invalid |Bogus |Huffman )")
+# libjpeg's "Corrupt JPEG data: N extraneous bytes before marker 0xd9" after a complete scan is
+# either fill some cameras write before EOI (all 0x00 or all 0xFF: harmless) or the leftover of
+# damaged entropy data (anything else): _harmless_jpeg_fill tells them apart.
+_JPEG_EXTRANEOUS: Final = re.compile(rb"(\d+) extraneous bytes before marker 0xd9")
 # stderr is one per process: decodes that capture it take turns.
 _STDERR_LOCK: Final = threading.Lock()
 
@@ -333,14 +337,30 @@ def _imdecode(buf: Buffer, name: str, kind: str, pixels: int = 0) -> np.ndarray:
             out = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
         except cv2.error:
             out = None
+    harmless = [line for line in lines if _harmless_jpeg_fill(line, arr)]
     del arr
-    problem = next((line for line in lines if _DECODER_ERROR.search(line)), None)
+    problem = next((line for line in lines if _DECODER_ERROR.search(line) and line not in harmless), None)
+    if problem is None and out is not None and harmless:
+        warnings.warn(f"{name}: fill bytes before the JPEG end marker ignored", MetadataWarning, stacklevel=3)
     if out is None and pixels > _CV_MAX_PIXELS:
         raise ImageReadError(f"{name}: {pixels / 1e6:.0f} MP is more than the decoder can read (2^30 pixels)")
     if out is None or problem is not None:
         reason = _decoder_reason(problem) if problem is not None else "decoder failed"
         raise ImageReadError(f"{name}: corrupt {kind} ({reason})")
     return out
+
+
+def _harmless_jpeg_fill(line: bytes, data: np.ndarray) -> bool:
+    """True when libjpeg's "extraneous bytes before marker 0xd9" counts bytes that are all
+    0x00 or all 0xFF just before the last EOI marker (camera fill, not damaged scan data)."""
+    found = _JPEG_EXTRANEOUS.search(line)
+    if found is None:
+        return False
+    count = int(found.group(1))
+    raw = data.tobytes()
+    eoi = raw.rfind(b"\xff\xd9")
+    fill = raw[eoi - count : eoi] if 0 < count <= eoi else b""
+    return len(fill) == count and (fill.strip(b"\x00") == b"" or fill.strip(b"\xff") == b"")
 
 
 def _decoder_reason(line: bytes) -> str:

@@ -114,6 +114,19 @@ def test_corrupt_jpeg_entropy_data_is_an_error_not_an_image(capfd):
     assert "Corrupt JPEG" not in capfd.readouterr().err  # libjpeg's own line does not leak
 
 
+def test_extraneous_bytes_before_a_marker_are_a_note_not_a_failure(capfd):
+    """Padding before EOI (common in camera JPEGs): libjpeg warns, the pixels are complete."""
+    from gkm_cli.images import MetadataWarning
+
+    good = jpeg_bytes()
+    assert good.endswith(b"\xff\xd9")
+    padded = good[:-2] + b"\x00" * 7 + b"\xff\xd9"
+    with pytest.warns(MetadataWarning, match="fill bytes"):
+        img = decode_image(padded, "camera.jpg")
+    np.testing.assert_array_equal(img.pixels, decode_image(good, "good.jpg").pixels)
+    assert "extraneous" not in capfd.readouterr().err
+
+
 def test_decoder_and_tifffile_log_lines_do_not_leak(tmp_path, capfd, caplog):
     path = write_image(tmp_path / "a.tif", Image(noise(30, 30), None, np.dtype("uint8"), "tiff"))
     data = bytearray(path.read_bytes())
