@@ -1,33 +1,31 @@
 #!/usr/bin/env bash
-# The data behind the shipped models, under runs/data (git-ignored): the sharp photos of
-# ../shared/data/sharp split into training / held-out folders (symlinks) by the HELD_OUT list of
-# scripts/make_samples.py, and the fixed synthetic validation set made from the held-out ones.
-# Usage: scripts/prepare_data.sh   (idempotent; train_shipped.sh and finetune_shipped.sh call it)
+# The data behind the shipped models, under runs/data (git-ignored):
+#   sharp_train/       training photos: every image of ../shared/data/sharp not listed in
+#                      scripts/photo_split.txt (the committed split; scripts/split_photos.py)
+#   sharp_heldout_v2/  every held-out photo (the 6 v1 photos + 15 % of kodak/ and wikipedia/)
+#   sharp_heldout/     the 6 v1 photos of scripts/make_samples.py HELD_OUT only
+#   val_synth_v2/      the fixed synthetic validation set of the v2 recipes: 32 pairs of 256 px
+#                      from sharp_heldout_v2, seed 2027, CoC radius up to 16 px (the real dev
+#                      pairs are half-resolution DPDD, CoC up to about 12-16 px; the synthesis
+#                      default stays 12)
+#   val_synth/         the v1 set (24 pairs from sharp_heldout, seed 2026, default synthesis):
+#                      kept so the numbers in models/README.md can be reproduced
+# Symlink folders are rebuilt to match the split file exactly (stale links are removed).
+# Usage: scripts/prepare_data.sh   (idempotent; the train/probe scripts call it)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${GKM_SHARED_DATA:-$ROOT/../shared/data}"
 DATA="$ROOT/runs/data"
 bash "$ROOT/scripts/bootstrap.sh"
 PY="$ROOT/.venv/bin/python"
+GKM="$ROOT/.venv/bin/gkm"
 cd "$ROOT"
 
-# Split the sharp photos into training / held-out folders (symlinks), by the HELD_OUT list.
-mkdir -p "$DATA/sharp_train" "$DATA/sharp_heldout"
-"$PY" - "$SHARED/sharp" "$DATA" <<'PYEOF'
-import sys
-from pathlib import Path
-sys.path.insert(0, "scripts")
-from make_samples import HELD_OUT
-sharp, data = Path(sys.argv[1]), Path(sys.argv[2])
-for f in sorted(sharp.rglob("*")):
-    if f.suffix.lower() not in {".png", ".jpg", ".jpeg", ".tif", ".tiff"}:
-        continue
-    rel = f.relative_to(sharp).as_posix()
-    link = data / ("sharp_heldout" if rel in HELD_OUT else "sharp_train") / rel.replace("/", "_")
-    if not link.exists():
-        link.symlink_to(f.resolve())
-PYEOF
+mkdir -p "$DATA"
+"$PY" scripts/split_photos.py --sharp "$SHARED/sharp" --link "$DATA"
 
-# The fixed synthetic validation set (deterministic for the seed).
-[ -d "$DATA/val_synth/blur" ] || "$ROOT/.venv/bin/gkm" train synth --from "$DATA/sharp_heldout" \
+# The fixed synthetic validation sets (deterministic for the seed; synth.json is written last).
+[ -f "$DATA/val_synth/synth.json" ] || "$GKM" train synth --from "$DATA/sharp_heldout" \
   --out "$DATA/val_synth" --n 24 --size 256 --seed 2026
+[ -f "$DATA/val_synth_v2/synth.json" ] || "$GKM" train synth --from "$DATA/sharp_heldout_v2" \
+  --out "$DATA/val_synth_v2" --n 32 --size 256 --seed 2027 --max-radius 16
