@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from gkm_cli.engine.device import precision_name, select_device, select_dtype
-from gkm_cli.engine.runner import Engine, EngineResult, TileProgress
+from gkm_cli.engine.runner import Engine, EngineResult, TileProgress, check_strength
 from gkm_cli.engine.tiling import TileSettings
 from gkm_cli.errors import UsageError
 from gkm_cli.images import Image, with_pixels
@@ -90,7 +90,9 @@ class Deblurrer:
     :class:`gkm_cli.errors.ModelError`). ``device``: auto | cpu | cuda | cuda:N | mps;
     ``precision``: auto | fp32 | fp16 | bf16 (auto: bf16 on GPUs that support it, else fp32);
     ``tile``: core tile size in px (None: from free memory); ``tile_overlap``: context margin per
-    side in px (None: the network's receptive radius rounded up to 16).
+    side in px (None: the network's receptive radius rounded up to 16). ``strength``: 0..1, how
+    much of the network's output to keep, ``S * output + (1 - S) * input`` (1: the output, 0: the
+    photo unchanged); ``deblur``/``deblur_image`` take a per-call ``strength`` too.
 
     Arrays are H x W or H x W x C (C = 1, 2, 3, 4; the last of 2/4 is alpha, passed through
     untouched) of uint8, uint16 or float32 in [0, 1]; results have the input's dtype and shape.
@@ -125,6 +127,7 @@ class Deblurrer:
         notify: Callable[[str], None] | None = None,
         local_rank: int | None = None,
         backend: str = "torch",
+        strength: float = 1.0,
     ) -> None:
         from gkm_cli.nets.importers import is_foreign_weights, load_any_foreign
 
@@ -139,7 +142,7 @@ class Deblurrer:
             raise UsageError(f"{weights} holds {name} weights, not {model}; drop --model or pick matching weights")
         if net is None:
             net = load_weights(path)
-        self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, path, backend)
+        self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, path, backend, strength)
 
     @classmethod
     def from_model(
@@ -152,11 +155,12 @@ class Deblurrer:
         *,
         notify: Callable[[str], None] | None = None,
         local_rank: int | None = None,
+        strength: float = 1.0,
     ) -> Deblurrer:
         """Wrap an in-memory network (tests, training validation); it is moved to the device and
         run in eval mode (its own train/eval mode is restored after each call)."""
         self = cls.__new__(cls)
-        self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, None)
+        self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, None, strength=strength)
         return self
 
     def _setup(
@@ -170,7 +174,10 @@ class Deblurrer:
         local_rank: int | None,
         weights: Path | None,
         backend: str = "torch",
+        strength: float = 1.0,
     ) -> None:
+        check_strength(strength)  # before the model moves to a device: a typo fails fast
+        self.strength = float(strength)
         if backend not in ("torch", "onnxruntime"):
             raise UsageError(f"--backend must be torch or onnxruntime, got {backend!r}")
         self.backend = backend
@@ -213,6 +220,7 @@ class Deblurrer:
             "precision": precision_name(self.dtype),
             "tile": self.engine.tiling.tile,
             "tile_overlap": self.engine.overlap,
+            "strength": self.strength,
         }
 
     def __repr__(self) -> str:
@@ -224,10 +232,11 @@ class Deblurrer:
         """The engine on H x W x C float32 pixels in [0, 1] (C = 1 or 3): image and/or sigma map."""
         return self.engine.run(pixels, image=image, sigma=sigma)
 
-    def deblur(self, array: np.ndarray) -> np.ndarray:
-        """Deblurred copy of a photo array (same dtype and shape; alpha untouched)."""
+    def deblur(self, array: np.ndarray, *, strength: float | None = None) -> np.ndarray:
+        """Deblurred copy of a photo array (same dtype and shape; alpha untouched).
+        ``strength``: this call's blend with the input (None: the Deblurrer's)."""
         pixels, alpha = _split(array)
-        result = self.engine.run(pixels, image=True)
+        result = self.engine.run(pixels, image=True, strength=self.strength if strength is None else strength)
         assert result.image is not None
         return _join(result.image, alpha, np.asarray(array))
 
@@ -239,10 +248,11 @@ class Deblurrer:
         return result.sigma
 
     # --- images with metadata ---------------------------------------------------------------
-    def deblur_image(self, img: Image, on_tile: TileProgress | None = None) -> Image:
+    def deblur_image(self, img: Image, on_tile: TileProgress | None = None, *, strength: float | None = None) -> Image:
         """Deblur a :class:`gkm_cli.images.Image`; metadata, alpha and sample type are kept.
-        ``on_tile(done, total)`` reports progress through the tiles of a large image."""
-        result = self.engine.run(img.pixels, image=True, on_tile=on_tile)
+        ``on_tile(done, total)`` reports progress through the tiles of a large image;
+        ``strength``: this call's blend with the input (None: the Deblurrer's)."""
+        result = self.engine.run(img.pixels, image=True, on_tile=on_tile, strength=self.strength if strength is None else strength)
         return with_pixels(img, result.image)
 
     def blurmap_image(self, img: Image, on_tile: TileProgress | None = None) -> np.ndarray:

@@ -64,6 +64,7 @@ class RunOptions:
     quiet: bool = False
     backend: str = "torch"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    strength: float = 1.0  # deblur only: S * output + (1 - S) * input
 
 
 def _image_format(text: str | None) -> str | None:
@@ -211,6 +212,7 @@ def run_command(opts: RunOptions, err: Console) -> int:
     from gkm_cli.engine.manifest import MANIFEST_NAME, InputId, Manifest, file_sha256, settings_key
     from gkm_cli.engine.maps import MapSettings, sidecar_path
     from gkm_cli.engine.pipeline import FAILED, OK, SKIPPED, Record, Stages, run_pipeline
+    from gkm_cli.engine.runner import check_strength
 
     blurmap = opts.task == "blurmap"
     to_stdout = opts.output == STDIO
@@ -233,6 +235,7 @@ def run_command(opts: RunOptions, err: Console) -> int:
         raise UsageError(f"--jpeg-quality must be 1..100, got {opts.jpeg_quality}")
     if opts.max_pixels < 0:
         raise UsageError(f"--max-pixels must be >= 0 (0 = no limit), got {opts.max_pixels}")
+    check_strength(opts.strength)
     shard = parse_shard(opts.shard)
     ranks = rank_from_env()
     skip_existing = opts.skip_existing and not opts.overwrite
@@ -262,7 +265,7 @@ def run_command(opts: RunOptions, err: Console) -> int:
     # before any output folder is created (missing weights leave nothing behind).
     deblurrer = Deblurrer(
         opts.model, opts.weights, opts.device, opts.precision, opts.tile, opts.tile_overlap,
-        notify=notify, local_rank=ranks.local_rank, backend=opts.backend,
+        notify=notify, local_rank=ranks.local_rank, backend=opts.backend, strength=opts.strength,
     )  # fmt: skip
     if out_dir is not None and mine:
         single_file = len(jobs) == 1 and jobs[0].output == out_dir
@@ -270,6 +273,8 @@ def run_command(opts: RunOptions, err: Console) -> int:
     stdin = typer.get_binary_stream("stdin")
     stdout = typer.get_binary_stream("stdout")
     description = deblurrer.describe()
+    if blurmap:  # the sigma map is never blended: do not record a setting that did nothing
+        description.pop("strength", None)
     # What resume compares: the settings that change an output's bytes (not device, precision
     # or tiling, which change them by rounding only). See gkm_cli/engine/manifest.py.
     weights_id = None
@@ -278,10 +283,13 @@ def run_command(opts: RunOptions, err: Console) -> int:
             weights_id = file_sha256(deblurrer.weights)
         except OSError:
             weights_id = str(deblurrer.weights)
-    manifest = Manifest(settings_key({
+    key: dict[str, object] = {
         "task": opts.task, "model": description["model"], "weights": weights_id, "format": fmt, "bit_depth": opts.bit_depth,
         "jpeg_quality": opts.jpeg_quality, "map": None if map_settings is None else (map_settings.format, map_settings.heatmap, map_settings.max_sigma),
-    }))  # fmt: skip
+    }  # fmt: skip
+    if not blurmap and opts.strength != 1.0:  # only when set: folders written before --strength existed stay "done"
+        key["strength"] = opts.strength
+    manifest = Manifest(settings_key(key))
 
     def outputs_of(job: Any) -> list[Path]:
         return [job.output, sidecar_path(job.output)] if blurmap else [job.output]
@@ -322,7 +330,7 @@ def run_command(opts: RunOptions, err: Console) -> int:
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles_id, completed=done, total=total, visible=done < total)
 
-        result = deblurrer.blurmap_image(img, on_tile) if blurmap else deblurrer.deblur_image(img, on_tile)
+        result = deblurrer.blurmap_image(img, on_tile) if blurmap else deblurrer.deblur_image(img, on_tile)  # blends --strength
         values = result if blurmap else result.pixels
         if not np.isfinite(values).all():  # broken weights or an overflow: never a black "ok" image
             raise GkmError(f"{job.input_name}: the network's output is not finite (NaN or Inf); nothing written")
@@ -522,13 +530,16 @@ def deblur(
     quiet: QuietOpt = False,
     backend: BackendOpt = "torch",
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    strength: Annotated[
+        float, typer.Option("--strength", help="0..1: S * deblurred + (1 - S) * input; 1 = the network's output, lower keeps more of the photo.")
+    ] = 1.0,
 ) -> None:
     """Deblur photos (8/16-bit PNG, TIFF, JPEG of any size); metadata and bit depth are kept."""
     _run_cli(
         RunOptions(
             "deblur", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
             skip_existing, overwrite, format, bit_depth, jpeg_quality, as_json=as_json, shard=shard, quiet=quiet, backend=backend,
-            max_pixels=max_pixels,
+            max_pixels=max_pixels, strength=strength,
         )  # fmt: skip
     )
 

@@ -20,6 +20,7 @@ finite is re-run in fp32. A CUDA out-of-memory error halves the tile and restart
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -138,22 +139,34 @@ class Engine:
 
     # --- running ----------------------------------------------------------------------------
     def run(
-        self, pixels: np.ndarray, *, image: bool = True, sigma: bool = False, on_tile: TileProgress | None = None
+        self,
+        pixels: np.ndarray,
+        *,
+        image: bool = True,
+        sigma: bool = False,
+        on_tile: TileProgress | None = None,
+        strength: float = 1.0,
     ) -> EngineResult:
         """Restore an H x W x C float32 array in [0, 1] (C = 1 gray or 3 RGB).
 
         Gray is replicated to RGB for the network and the three output channels averaged back.
         ``on_tile(done, total)`` reports progress through the tile passes of a tiled image.
+        ``strength`` S in [0, 1] blends the restored image with the input,
+        ``S * output + (1 - S) * input`` (see :func:`blend_strength`); the sigma map is not blended.
         """
         if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
             raise ValueError(f"expected H x W x C float32 pixels with C in (1, 3), got {pixels.shape}")
         if not (image or sigma):
             raise ValueError("nothing asked for: set image and/or sigma")
+        check_strength(strength)
         while True:
             plan = self.plan(pixels.shape[0], pixels.shape[1])
             try:
                 with _eval_mode(self.model):
-                    return self._run_plan(pixels, plan, image, sigma, on_tile or (lambda done, total: None))
+                    result = self._run_plan(pixels, plan, image, sigma, on_tile or (lambda done, total: None))
+                if result.image is None or strength == 1.0:
+                    return result
+                return dataclasses.replace(result, image=blend_strength(result.image, pixels, strength))
             except _OutOfMemory:
                 core = min(plan.core, max(pixels.shape[:2]))
                 smaller = max(MIN_CORE, core // 2 // ALIGN * ALIGN)
@@ -276,6 +289,20 @@ class Engine:
                 done += 1
                 on_tile(done, passes)
             return EngineResult(out_img, out_sig, len(plan.tiles), plan.core, reruns)
+
+
+def check_strength(strength: float) -> None:
+    """``--strength`` must be a number in [0, 1]."""
+    if not 0.0 <= strength <= 1.0:  # also refuses NaN
+        raise UsageError(f"--strength must be in [0, 1] (1 = the network's output, 0 = the input), got {strength}")
+
+
+def blend_strength(output: np.ndarray, pixels: np.ndarray, strength: float) -> np.ndarray:
+    """``S * output + (1 - S) * input`` in float32, before any quantisation: a user's control
+    for how far the result moves from the photo. S = 0 gives the input's values exactly (so an
+    8/16-bit file round-trips bit for bit); S = 1 is never blended (the output unchanged)."""
+    s = np.float32(strength)
+    return np.ascontiguousarray(s * output + (np.float32(1.0) - s) * pixels, dtype=np.float32)
 
 
 @contextlib.contextmanager
