@@ -234,8 +234,8 @@ def test_nan_steps_are_skipped_then_stop(tmp_path: Path, photos: Path, monkeypat
     nan_steps = {2, 3}
     params_seen: dict[int, torch.Tensor] = {}
 
-    def flaky(out, sharp, blur, *, recipe, cfg, step=0):  # noqa: ANN001, ANN202
-        terms = real(out, sharp, blur, recipe=recipe, cfg=cfg, step=step)
+    def flaky(out, sharp, blur, *, recipe, cfg, step=0, **kw):  # noqa: ANN001, ANN003, ANN202
+        terms = real(out, sharp, blur, recipe=recipe, cfg=cfg, step=step, **kw)
         if step in nan_steps or step >= 6:
             terms["total"] = terms["total"] * float("nan")
         return terms

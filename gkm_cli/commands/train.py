@@ -107,6 +107,10 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         fft_norm: Annotated[Optional[str], typer.Option(help="FFT normalisation ortho|backward|forward [ortho].")] = None,
         ssim_phase_start: Annotated[Optional[int], typer.Option(help="GKMNet recipe: first step of SSIM phases [87500].")] = None,
         ssim_phase_period: Annotated[Optional[int], typer.Option(help="GKMNet recipe: SSIM/MSE cycle length in steps [17500].")] = None,
+        lpips_weight: Annotated[Optional[float], typer.Option(help="Weight of an LPIPS (AlexNet, frozen) term on the finest scale, 0 = off [0].")] = None,
+        sharp_weight: Annotated[Optional[float], typer.Option(help="Do no harm: weight of L1(output, input) on pixels whose synthetic CoC radius < --sharp-radius, 0 = off [0].")] = None,
+        sharp_radius: Annotated[Optional[float], typer.Option(help="CoC radius (px) below which a pixel counts as in focus for --sharp-weight [0.5].")] = None,
+        max_minutes: Annotated[Optional[float], typer.Option(help="Stop after this many minutes of training (this invocation; setup excluded): validate, save, exit 0; --resume continues.")] = None,
         plot: Annotated[Optional[Path], typer.Option("--plot", help="Write training curves to this PNG at every validation and at the end (needs matplotlib).")] = None,
         save_all_ranks: Annotated[bool, typer.Option("--save-all-ranks", help="Debug: under torchrun every rank also writes its raw weights to OUT/ranks/rank{R}.safetensors at each save.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
@@ -157,6 +161,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             "save_every": save_every, "log_every": log_every, "max_bad_steps": max_bad_steps,
             "recipe": loss, "fft_weight": fft_weight, "ssim_weight": ssim_weight, "recon_weight": recon_weight,
             "scale_weights": sw, "fft_norm": fft_norm, "ssim_phase_start": ssim_phase_start, "ssim_phase_period": ssim_phase_period,
+            "lpips_weight": lpips_weight, "sharp_weight": sharp_weight, "sharp_radius": sharp_radius,
         }
         base = None
         if resume:
@@ -168,14 +173,14 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         cfg = config_from_options(given, base)
         if dist_env is None:
             result = _train(Trainer(cfg, out, device=pick_device(device), resume=resume, progress=not quiet,
-                                    on_log=_plotters(out, plot), save_all_ranks=save_all_ranks), out, plot)
+                                    on_log=_plotters(out, plot), save_all_ranks=save_all_ranks, max_minutes=max_minutes), out, plot)
         else:
             from gkm_cli.training.distributed import distributed_session
 
             with distributed_session(dist_env, device) as session:
                 trainer = Trainer(cfg, out, device=session.device, resume=resume, progress=not quiet, dist=session.info,
                                   wrap_model=session.wrap, on_log=_plotters(out, plot) if session.info.is_main else (),
-                                  save_all_ranks=save_all_ranks, escalate_sigint=False)
+                                  save_all_ranks=save_all_ranks, escalate_sigint=False, max_minutes=max_minutes)
                 result = _train(trainer, out, plot if session.info.is_main else None)
             if not dist_env.is_main:
                 return
@@ -184,6 +189,8 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         elif not quiet:
             val = result.last_val
             msg = f"trained {cfg.model} to step {result.steps} in {result.wall_s:.0f} s -> {out}/last.safetensors"
+            if result.stopped:
+                msg += f" (stopped by --{result.stopped} before step {cfg.steps})"
             if val:
                 msg += f"; val PSNR {val['psnr']:.2f} dB (input {val['input_psnr']:.2f}), best {result.best_psnr:.2f}"
             typer.echo(msg, err=True)

@@ -37,6 +37,17 @@ class LossConfig:
     fft_norm: Literal["ortho", "backward", "forward"] = "ortho"
     ssim_phase_start: int = 87_500  # GKMNet: 1000 epochs of DPDD (350 pairs / batch 4 = 88 steps)
     ssim_phase_period: int = 17_500  # GKMNet: cycles of 200 epochs
+    # Extra terms for every recipe (0 = off, today's recipes); finest scale only, see losses.py.
+    lpips_weight: float = 0.0  # LPIPS v0.1 AlexNet (models/lpips), frozen
+    sharp_weight: float = 0.0  # do no harm: L1(output, input) where the CoC radius < sharp_radius
+    sharp_radius: float = 0.5  # px
+
+    def __post_init__(self) -> None:
+        if self.lpips_weight < 0 or self.sharp_weight < 0 or self.sharp_radius <= 0:
+            raise UsageError(
+                f"need --lpips-weight >= 0, --sharp-weight >= 0 and --sharp-radius > 0, got "
+                f"{self.lpips_weight}, {self.sharp_weight}, {self.sharp_radius}"
+            )
 
 
 @dataclass(frozen=True)

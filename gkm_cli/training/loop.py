@@ -72,6 +72,7 @@ class TrainResult:
     best_psnr: float | None
     bad_steps: int
     last_terms: dict[str, float] = field(default_factory=dict)
+    stopped: str | None = None  # "max-minutes" when the time budget ended the run before --steps
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -194,12 +195,17 @@ class Trainer:
         save_all_ranks: bool = False,
         handle_signals: bool = True,
         escalate_sigint: bool = True,
+        max_minutes: float | None = None,
     ) -> None:
         """``on_step(step, terms)`` runs on every rank after each step (terms averaged over the
         ranks); ``on_log(row)`` on rank 0 after each log.csv row. ``save_all_ranks`` (debug):
         each rank also writes its raw weights to ``RANKS_DIR`` at every save. ``handle_signals``:
         SIGTERM/SIGINT stop at the next step with a checkpoint (main thread only);
-        ``escalate_sigint``: a second SIGINT interrupts at once (off under torchrun)."""
+        ``escalate_sigint``: a second SIGINT interrupts at once (off under torchrun).
+        ``max_minutes``: this invocation's budget of training-loop time (setup excluded); when
+        it is spent the run stops at a step boundary, validates, saves and returns normally
+        (``TrainResult.stopped``): equal-time probes, a session's share of a long run. It is
+        not a run setting (a resume gets the budget it is given)."""
         self.cfg = cfg
         self.out = Path(out_dir)
         self.device = torch.device(device) if isinstance(device, str) else device
@@ -213,6 +219,9 @@ class Trainer:
         self.save_all_ranks = save_all_ranks
         self.handle_signals = handle_signals
         self.escalate_sigint = escalate_sigint
+        if max_minutes is not None and not max_minutes > 0:
+            raise UsageError(f"--max-minutes must be > 0, got {max_minutes}")
+        self.max_seconds = None if max_minutes is None else 60.0 * max_minutes
         self.recipe = recipe_for(cfg.model, cfg.loss.recipe)
         self.amp = autocast_dtype(cfg.precision, self.device)
 
@@ -254,6 +263,11 @@ class Trainer:
         # A recipe without the reconstruction term leaves GGKMNet's SRM head without gradients.
         unused_head = self.recipe != "ggkmnet" and hasattr(self.model, "srm")
         self.net = self.wrap_model(self.model, unused_head) if self.wrap_model else self.model
+        self.lpips: nn.Module | None = None
+        if cfg.loss.lpips_weight > 0:  # frozen perceptual net of the loss (every rank computes it)
+            from gkm_cli.metrics.lpips import load_lpips
+
+            self.lpips = load_lpips(device=self.device)
         self.data: TrainData = build_train_data(cfg)
         self.val_images: list[ValImage] = []
         if self.dist.is_main:
@@ -288,6 +302,7 @@ class Trainer:
             "loss_recipe": self.recipe,
             "data": self.data.description,
             "synth_config": dataclasses.asdict(self.data.synth_config) if self.data.synth_config is not None else None,
+            "lpips_loss_weights_sha256": getattr(self.lpips, "weights_sha256", None),
             "steps": step,
             "wall_time_s": round(wall, 1),
             "hardware": hardware(),
@@ -331,15 +346,17 @@ class Trainer:
             self._save_rank_weights(step)
         barrier(self.dist, self.device)
 
-    def _global_terms(self, terms: dict[str, torch.Tensor], stop: StopSignals) -> tuple[dict[str, float], bool]:
-        """Loss terms averaged over the ranks (the global batch's means) and whether any rank
-        has been asked to stop; one all-reduce per step, none for a single process."""
+    def _global_terms(self, terms: dict[str, torch.Tensor], stop: StopSignals, out_of_time: bool) -> tuple[dict[str, float], bool, bool]:
+        """Loss terms averaged over the ranks (the global batch's means), whether any rank has
+        been asked to stop and whether any rank's time budget is spent (so all stop at the same
+        step); one all-reduce per step, none for a single process."""
         if self.dist.world_size == 1:
-            return {k: float(v.detach()) for k, v in terms.items()}, stop.requested
-        local = torch.stack([v.detach().float() for v in terms.values()] + [torch.tensor(float(stop.requested), device=self.device)])
+            return {k: float(v.detach()) for k, v in terms.items()}, stop.requested, out_of_time
+        flags = [torch.tensor(float(stop.requested), device=self.device), torch.tensor(float(out_of_time), device=self.device)]
+        local = torch.stack([v.detach().float() for v in terms.values()] + flags)
         total = sum_across(local.to(self.device), self.dist).cpu()
-        vals = dict(zip(terms, (total[:-1] / self.dist.world_size).tolist()))
-        return vals, bool(total[-1] > 0)
+        vals = dict(zip(terms, (total[:-2] / self.dist.world_size).tolist()))
+        return vals, bool(total[-2] > 0), bool(total[-1] > 0)
 
     # --- loop ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -353,6 +370,7 @@ class Trainer:
         cfg = self.cfg
         self._build()
         term_names = ["total", "mse", "ssim"] if self.recipe == "gkmnet" else ["total", "mse", "fft", "ssim"] + (["recon"] if self.recipe == "ggkmnet" else [])
+        term_names += [name for name, w in (("lpips", cfg.loss.lpips_weight), ("sharp", cfg.loss.sharp_weight)) if w > 0]
         log = _Log(self.out / LOG_FILE, term_names, self.start_step if self.resume else None) if self.dist.is_main else None
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
@@ -363,6 +381,7 @@ class Trainer:
         steps_in_int = 0
         step = self.start_step
         clean = True
+        timed_out = False
         bar = _Progress(self.progress, cfg.steps, self.start_step)
         stop = StopSignals(escalate=self.escalate_sigint, enabled=self.handle_signals)
         try:
@@ -370,6 +389,7 @@ class Trainer:
                 for keys_batch in self._loader():
                     blur = keys_batch["blur"].to(self.device, non_blocking=True)
                     sharp = keys_batch["sharp"].to(self.device, non_blocking=True)
+                    coc = keys_batch["coc"].to(self.device, non_blocking=True) if "coc" in keys_batch else None
                     lr = lr_at(step, cfg)
                     for g in self.optimizer.param_groups:
                         g["lr"] = lr
@@ -377,9 +397,11 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                         out = self.net(blur, reconstruct=self.recipe == "ggkmnet")
-                    terms = loss_terms(out, sharp, blur, recipe=self.recipe, cfg=cfg.loss, step=step)
+                    terms = loss_terms(out, sharp, blur, recipe=self.recipe, cfg=cfg.loss, step=step, coc=coc, lpips_net=self.lpips)
                     total = terms["total"]
-                    vals, stopping = self._global_terms(terms, stop)
+                    spent = self.max_seconds is not None and time.perf_counter() - t0 >= self.max_seconds
+                    vals, stopping, timed_out = self._global_terms(terms, stop, spent)
+                    timed_out = timed_out and step + 1 < cfg.steps  # the last step ends the run anyway
                     ok = math.isfinite(vals["total"])  # the same decision on every rank
                     if ok:
                         self.scaler.scale(total).backward()
@@ -415,12 +437,12 @@ class Trainer:
                     bar.advance(step, last_terms, self.last_val)
                     if self.dist.is_main:
                         row: dict[str, Any] | None = None
-                        if step % cfg.log_every == 0 or step == cfg.steps:
+                        if step % cfg.log_every == 0 or step == cfg.steps or timed_out:
                             now = time.perf_counter()
                             row = {"step": step, "lr": lr, "it_s": steps_in_int / max(now - t_int, 1e-9), "bad_steps": self.bad_total}
                             row.update({k: v / max(n_good, 1) for k, v in sums.items()})
                             sums, n_good, steps_in_int, t_int = {}, 0, 0, now
-                        if self.val_images and (step % cfg.val_every == 0 or step == cfg.steps):
+                        if self.val_images and (step % cfg.val_every == 0 or step == cfg.steps or timed_out):
                             self.last_val = validate(self.ema or self.model, self.val_images, self.device, self.amp)
                             row = row or {"step": step, "lr": lr}
                             row.update(val_psnr=self.last_val["psnr"], val_ssim=self.last_val["ssim"])
@@ -440,7 +462,7 @@ class Trainer:
                                 cb_log(row)
                             if not bar.live:
                                 bar.note(_fmt_row(row))
-                    saved = step % cfg.save_every == 0 or step == cfg.steps
+                    saved = step % cfg.save_every == 0 or step == cfg.steps or timed_out
                     if saved:
                         self._checkpoint(step, self.wall_before + time.perf_counter() - t0)
                     stopping = stopping or (self.dist.world_size == 1 and stop.requested)  # ranks agree via _global_terms
@@ -451,13 +473,17 @@ class Trainer:
                             f"stopped by {signal_name(stop.signum)} at step {step}; state saved in {self.out}, continue with --resume",
                             stop.signum,
                         )
+                    if timed_out:  # validated and saved above: a clean end, resumable like any other
+                        bar.note(f"step {step}: --max-minutes {(self.max_seconds or 0) / 60:g} spent; stopped with a checkpoint (continue with --resume)")
+                        break
         except KeyboardInterrupt:
             if self.dist.is_main and clean and step > self.start_step:
                 self._save(step, self.wall_before + time.perf_counter() - t0)
             saved_msg = "state saved" if clean and step > self.start_step else "last periodic save kept"
             raise TrainingInterrupted(f"interrupted at step {step}; {saved_msg} in {self.out}, continue with --resume") from None
         wall = self.wall_before + time.perf_counter() - t0
-        return TrainResult(self.out, step, wall, self.last_val, self.best_psnr, self.bad_total, last_terms)
+        return TrainResult(self.out, step, wall, self.last_val, self.best_psnr, self.bad_total, last_terms,
+                           "max-minutes" if timed_out else None)
 
 
 def _fmt_row(row: dict[str, Any]) -> str:

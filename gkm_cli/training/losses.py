@@ -15,6 +15,17 @@ weights independent of patch size). GT and input pyramids use
 GKMANet: the same without the self-reconstruction term. GKMNet (reference code, see
 reference_gkmnet.md 1.8): sum over scales of MSE (equal weights); after ``ssim_phase_start``
 steps, cycles of ``ssim_phase_period`` steps whose first half uses sum(1 - SSIM) instead.
+
+Optional terms for every recipe (weights 0 by default, so the recipes above are unchanged), on
+the finest scale only (the image we output; LPIPS needs >= 32 px, which the coarse scales of a
+128 px patch barely have):
+
+* ``lpips``: LPIPS v0.1 AlexNet (:mod:`gkm_cli.metrics.lpips`, frozen, no gradient to its
+  weights) of output vs target, inputs mapped to [-1, 1]; mean over the batch.
+* ``sharp`` (do no harm): mean over all pixels and channels of ``mask * |output - input|`` with
+  ``mask`` = CoC radius < ``sharp_radius`` px (the synthesis knows the CoC per pixel). It pulls
+  the network towards the identity where the input is already sharp: the sharpest inputs were
+  the shipped model's worst case. Pixels of unknown CoC (real pairs: +inf) never count.
 """
 
 from __future__ import annotations
@@ -33,6 +44,8 @@ __all__ = [
     "fft_l1",
     "gaussian_taps",
     "loss_terms",
+    "lpips_term",
+    "sharp_term",
     "paper_scale_weights",
     "recipe_for",
     "ssim_loss",
@@ -130,6 +143,20 @@ def gkmnet_ssim_phase(step: int, cfg: LossConfig) -> bool:
     return (step - cfg.ssim_phase_start) % period < period // 2
 
 
+def lpips_term(x: torch.Tensor, target: torch.Tensor, net: torch.nn.Module) -> torch.Tensor:
+    """Mean LPIPS of images in [0,1] (mapped to [-1,1] as LPIPS expects); ``net`` is frozen, the
+    gradient flows to ``x`` only."""
+    return net(x.float() * 2.0 - 1.0, target.float() * 2.0 - 1.0).mean()
+
+
+def sharp_term(x: torch.Tensor, blur: torch.Tensor, coc: torch.Tensor, radius: float) -> torch.Tensor:
+    """Mean over all pixels of ``|x - blur|`` where the CoC radius (N x 1 x H x W, px) is below
+    ``radius``: zero when the network leaves in-focus pixels alone."""
+    x, blur = _match(x.float(), blur.float())
+    mask = (_match(coc, x)[0] < radius).to(x.dtype)
+    return (mask * (x - blur).abs()).mean()
+
+
 def loss_terms(
     out: DeblurOutput,
     sharp: torch.Tensor,
@@ -138,12 +165,34 @@ def loss_terms(
     recipe: str,
     cfg: LossConfig,
     step: int = 0,
+    coc: torch.Tensor | None = None,
+    lpips_net: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """Named loss terms (already summed over scales with their weights) and ``total``.
 
     ``out.scales`` coarse -> fine; ``sharp``/``blur`` N x 3 x H x W in [0,1] (targets and the
-    network input). Terms are fp32 whatever the network ran in.
+    network input). Terms are fp32 whatever the network ran in. ``coc`` (N x 1 x H x W, px) is
+    needed when ``cfg.sharp_weight > 0``, ``lpips_net`` when ``cfg.lpips_weight > 0``.
     """
+    terms = _recipe_terms(out, sharp, blur, recipe=recipe, cfg=cfg, step=step)
+    finest = out.scales[-1].float()
+    if cfg.lpips_weight > 0:
+        if lpips_net is None:
+            raise ValueError("lpips_weight > 0 needs lpips_net (gkm_cli.metrics.lpips.load_lpips)")
+        terms["lpips"] = lpips_term(*_match(finest, sharp.float()), lpips_net)
+        terms["total"] = terms["total"] + cfg.lpips_weight * terms["lpips"]
+    if cfg.sharp_weight > 0:
+        if coc is None:
+            raise ValueError("sharp_weight > 0 needs the per-pixel CoC map of each sample (coc)")
+        terms["sharp"] = sharp_term(finest, blur, coc.float(), cfg.sharp_radius)
+        terms["total"] = terms["total"] + cfg.sharp_weight * terms["sharp"]
+    return terms
+
+
+def _recipe_terms(
+    out: DeblurOutput, sharp: torch.Tensor, blur: torch.Tensor, *, recipe: str, cfg: LossConfig, step: int
+) -> dict[str, torch.Tensor]:
+    """The recipe's own terms (the papers' losses) and their ``total``."""
     xs = [s.float() for s in out.scales]
     n_scales = len(xs)
     gts = build_pyramid(sharp.float(), n_scales)

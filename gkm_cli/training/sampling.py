@@ -64,15 +64,20 @@ class KeyedMixDataset(Dataset[dict[str, torch.Tensor]]):
     replacement) and the source's epoch is set to ``k`` so its own per-item randomness (crop,
     flips, synthetic blur) is unique to the sample. Mutating ``set_epoch`` is local to the
     process (each DataLoader worker holds its own copy).
+
+    ``with_coc``: every item also carries ``coc`` (1 x H x W, CoC radius in px): the source's own
+    map when it has one (synthetic), else +inf ("unknown", never counted as in focus), so a
+    batch mixing sources still collates. It changes no draw: the batches are the same.
     """
 
-    def __init__(self, sources: Sequence[EpochDataset], weights: Sequence[float], seed: int) -> None:
+    def __init__(self, sources: Sequence[EpochDataset], weights: Sequence[float], seed: int, *, with_coc: bool = False) -> None:
         if not sources or len(sources) != len(weights) or sum(weights) <= 0:
             raise DataError("need at least one data source with a positive weight")
         self.sources = list(sources)
         w = np.asarray(weights, dtype=np.float64)
         self.cum = np.cumsum(w / w.sum())
         self.seed = seed
+        self.with_coc = with_coc
 
     def __len__(self) -> int:
         return 2**62
@@ -84,7 +89,11 @@ class KeyedMixDataset(Dataset[dict[str, torch.Tensor]]):
         src = self.sources[s]
         src.set_epoch(int(k))
         item = src[int(rng.integers(len(src)))]
-        return {"blur": item["blur"], "sharp": item["sharp"]}
+        out = {"blur": item["blur"], "sharp": item["sharp"]}
+        if self.with_coc:
+            coc = item.get("coc")
+            out["coc"] = coc if coc is not None else torch.full((1, *item["blur"].shape[-2:]), float("inf"))
+        return out
 
 
 @dataclass
@@ -120,6 +129,7 @@ def build_train_data(cfg: TrainConfig) -> TrainData:
     desc: dict[str, Any] = {}
     holdout: list[Path] = []
     synth_cfg = None
+    needs_coc = cfg.loss.sharp_weight > 0  # the do-no-harm term weighs pixels by their CoC
     if cfg.data:
         pairs = []
         for root in cfg.data:
@@ -136,7 +146,8 @@ def build_train_data(cfg: TrainConfig) -> TrainData:
             raise DataError(f"no training photos left after holding out {cfg.synth_holdout:.0%}")
         synth_cfg = synth_config_of(cfg)
         sources.append(
-            SynthPatchDataset(train, patch=cfg.patch, synth_config=synth_cfg, length=cfg.synth_length, seed=cfg.seed)
+            SynthPatchDataset(train, patch=cfg.patch, synth_config=synth_cfg, length=cfg.synth_length, seed=cfg.seed,
+                              return_coc=needs_coc)
         )
         weights.append(1.0 - cfg.real_fraction if cfg.data else 1.0)
         desc["synthetic"] = {
@@ -145,4 +156,4 @@ def build_train_data(cfg: TrainConfig) -> TrainData:
             "holdout_photos": [str(p) for p in holdout],
             "dead_leaves_fraction": synth_cfg.dead_leaves_fraction,
         }
-    return TrainData(KeyedMixDataset(sources, weights, cfg.seed), desc, holdout, synth_cfg)
+    return TrainData(KeyedMixDataset(sources, weights, cfg.seed, with_coc=needs_coc), desc, holdout, synth_cfg)
