@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Score a checkpoint the way models/README.md reports it (default: the shipped ggkmnet).
 # Real dev pairs: ../shared/data/real_pairs_dev (validation only; top 72 label rows excluded).
-# Synthetic: the fixed set scripts/train_shipped.sh writes from the held-out photos.
+# Synthetic: the fixed sets scripts/prepare_data.sh writes from the held-out photos (v1: val_synth,
+# v2: val_synth_v2, the one the v2 recipes choose checkpoints on).
 # Usage: scripts/eval_shipped.sh [WEIGHTS] [OUT_DIR]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,3 +17,5 @@ mkdir -p "$OUT"
   --crop-top 72 --report "$OUT/real_dev.json" --report "$OUT/real_dev.md" --report "$OUT/real_dev.html"
 "$GKM" evaluate --data "$ROOT/runs/data/val_synth" --weights "$WEIGHTS" \
   --report "$OUT/val_synth.json" --report "$OUT/val_synth.md"
+"$GKM" evaluate --data "$ROOT/runs/data/val_synth_v2" --weights "$WEIGHTS" \
+  --report "$OUT/val_synth_v2.json" --report "$OUT/val_synth_v2.md"

@@ -4,6 +4,8 @@
 # worst case: see docs/TRAINING.md). Same data, same held-out photos, same validation sets.
 # Usage: scripts/finetune_shipped.sh [extra gkm train run flags, e.g. --resume]
 #   GKM_INIT: stage-1 weights [runs/ggkmnet-synth/last.safetensors]; GKM_NPROC=2: 2 DDP processes.
+# Since issue 12, runs/data/sharp_train is the v2 split (scripts/photo_split.txt, 81 photos); the
+# shipped v1 weights saw the 21 photos listed in models/ggkmnet.json (data.synthetic.photos).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="${GKM_RUN_DIR:-$ROOT/runs/ggkmnet-finetune}"

@@ -3,6 +3,8 @@
 # Data: synthetic defocus of the sharp photos in ../shared/data/sharp, minus the held-out photos
 # listed in scripts/make_samples.py (HELD_OUT), which make the fixed synthetic validation set.
 # Usage: scripts/train_shipped.sh [extra gkm train run flags, e.g. --resume --steps 8000]
+# Since issue 12, runs/data/sharp_train is the v2 split (scripts/photo_split.txt, 81 photos); the
+# shipped v1 weights saw the 21 photos listed in models/ggkmnet.json (data.synthetic.photos).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="${GKM_RUN_DIR:-$ROOT/runs/ggkmnet-synth}"
