@@ -203,3 +203,33 @@ def test_cli_bad_max_minutes_is_one_line_and_exit_2(tmp_path: Path, photos: Path
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--max-minutes must be > 0" in lines[0], r.stderr
+
+
+def test_max_minutes_under_torchrun_stops_every_rank_at_one_step(tmp_path: Path, photos: Path, pairs: Path) -> None:
+    """Two CPU ranks: the time flag rides on the per-step all-reduce, so both ranks stop, and
+    save, at the same step; the launcher exits 0."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    out = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+                        "-m", "gkm_cli", "train", "run", "--out", str(out), "--tiny", "--synth-from", str(photos),
+                        "--synth-holdout", "0", "--val", str(pairs), "--val-every", "100000", "--patch", "32", "--batch", "2",
+                        "--steps", "100000", "--save-every", "100000", "--threads", "1", "--quiet", "--json",
+                        "--save-all-ranks", "--max-minutes", "0.002"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout[r.stdout.index("{"):])
+    assert res["stopped"] == "max-minutes" and 1 <= res["steps"] < 100000 and res["last_val"]["n"] == 1
+    for rank in (0, 1):
+        with safe_open(str(out / "ranks" / f"rank{rank}.safetensors"), framework="pt") as f:
+            assert f.metadata()["step"] == str(res["steps"])  # both ranks saved at the agreed step
