@@ -3,8 +3,8 @@
 Each folder gkm writes into holds ``.gkm-outputs.jsonl``: one JSON line per file written (an
 image, a blur map, a sidecar) with the file's size, modification time and SHA-256, and the
 SHA-256, size and modification time of the input it was made from plus a key of the settings
-that change its content (task, model, weights, format, bit depth, quality, map encoding). The
-line is appended (``O_APPEND``, one ``write``: lines from several processes do not interleave on
+that change its content (task, model, weights, format, bit depth, quality, map encoding,
+deblur strength when not 1). The line is appended (``O_APPEND``, one ``write``: lines from several processes do not interleave on
 local file systems) after the temp file is complete and fsynced and *before* it is renamed into
 place, so a record can only vouch for a file that was completely written; a crash between the
 two leaves a record that no existing file matches.
