@@ -40,14 +40,14 @@ from gkm_cli.engine.tiling import (
     axis_support,
     axis_weights,
     default_overlap,
-    estimate_bytes_per_pixel,
     plan_tiles,
     raised_cosine,
     reflect_index,
     split_axis,
 )
 from gkm_cli.errors import GkmError, ImageWriteError, ModelError, UsageError
-from gkm_cli.nets import TINY_OVERRIDES, create_model, get_spec
+from gkm_cli.nets import TINY_OVERRIDES, create_model, get_spec, list_models
+from gkm_cli.nets.base import ModelSpec
 
 CPU = torch.device("cpu")
 
@@ -167,7 +167,7 @@ def test_reflect_index_matches_torch_reflect_padding():
 
 
 def test_auto_core_respects_budget():
-    bpp, ov = estimate_bytes_per_pixel("ggkmnet"), 96
+    bpp, ov = get_spec("ggkmnet").bytes_per_pixel, 48
     for free in (1 << 30, 8 << 30, 64 << 30):
         core = auto_core(free, bpp, ov, cpu=False)
         assert core % ALIGN == 0 and core >= MIN_CORE
@@ -175,7 +175,7 @@ def test_auto_core_respects_budget():
             assert (core + 2 * ov) ** 2 * bpp <= free * 0.5
     assert auto_core(64 << 30, bpp, ov, cpu=True) == auto_core(1 << 40, bpp, ov, cpu=True)  # CPU cap
     assert auto_core(1 << 20, bpp, ov, cpu=True) == MIN_CORE
-    assert estimate_bytes_per_pixel("unknown") > estimate_bytes_per_pixel("ggkmnet")
+    assert ModelSpec("x", "", 16, 64, False).bytes_per_pixel > max(get_spec(n).bytes_per_pixel for n in list_models())
 
 
 def test_auto_plan_follows_free_memory(monkeypatch):
@@ -186,7 +186,7 @@ def test_auto_plan_follows_free_memory(monkeypatch):
     plan = eng.plan(3000, 2000)
     assert len(plan.tiles) > 1
     biggest = max(t.box[2] * t.box[3] for t in plan.tiles)
-    assert biggest * estimate_bytes_per_pixel("ggkmnet") <= (1 << 30) * 0.5
+    assert biggest * tiny().spec.bytes_per_pixel <= (1 << 30) * 0.5
 
 
 # ---- the engine ------------------------------------------------------------------------------
@@ -348,7 +348,9 @@ def test_overlap_is_rounded_and_validated():
 @pytest.mark.slow
 def test_tiled_matches_untiled_full_ggkmnet():
     """The paper-size GGKMNet (weights perturbed: untrained it returns its input), 512 x 768,
-    256-px tiles with the default overlap: PSNR >= 45 dB against the untiled run."""
+    256-px tiles with the default overlap (the spec's measured 64 px): PSNR >= 45 dB against the
+    untiled run and a blur map within 0.1 px; with the full receptive radius (96 px) as overlap
+    the blur map agrees to 0.05 px (measured: 0.050 and 0.008 px at most)."""
     torch.manual_seed(0)
     model = create_model("ggkmnet").eval()
     with torch.no_grad():
@@ -360,7 +362,10 @@ def test_tiled_matches_untiled_full_ggkmnet():
     assert whole.tiles == 1 and tiled.tiles == 6
     assert psnr(whole.image, x) < 40
     assert psnr(tiled.image, whole.image) >= 45
-    np.testing.assert_allclose(tiled.sigma, whole.sigma, atol=0.05)
+    np.testing.assert_allclose(tiled.sigma, whole.sigma, atol=0.1)
+    assert np.abs(tiled.sigma - whole.sigma).mean() < 0.005
+    wide = Engine(model, CPU, tiling=TileSettings(tile=256, overlap=96)).run(x, sigma=True)
+    np.testing.assert_allclose(wide.sigma, whole.sigma, atol=0.05)
 
 
 # ---- folders, shards, ranks ---------------------------------------------------------------

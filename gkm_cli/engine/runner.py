@@ -38,7 +38,6 @@ from gkm_cli.engine.tiling import (
     axis_support,
     axis_weights,
     default_overlap,
-    estimate_bytes_per_pixel,
     fits_whole,
     plan_tiles,
     reflect_index,
@@ -102,7 +101,7 @@ class Engine:
         self.tiling = tiling
         self.notify = notify or (lambda message: None)
         spec = model.spec
-        self.overlap = default_overlap(spec.receptive_radius) if tiling.overlap is None else tiling.overlap
+        self.overlap = default_overlap(spec.tile_overlap if spec.tile_overlap is not None else spec.receptive_radius) if tiling.overlap is None else tiling.overlap
         if self.overlap < 0:
             raise UsageError(f"--tile-overlap must be >= 0, got {self.overlap}")
         if self.overlap % ALIGN:
@@ -123,7 +122,7 @@ class Engine:
         hp, wp = round_up(height, m), round_up(width, m)
         core = self.tiling.tile
         if core is None:
-            bpp = estimate_bytes_per_pixel(self.model.spec.name)
+            bpp = self.model.spec.bytes_per_pixel
             free = free_memory_bytes(self.device)
             cpu = self.device.type != "cuda"
             if self._core_limit is None and fits_whole(hp, wp, free, bpp, cpu=cpu):

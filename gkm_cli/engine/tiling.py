@@ -27,22 +27,11 @@ MIN_CORE = 64
 #: the tile's own zero-padded borders, where its features are least like the whole image's).
 FEATHER_FRACTION = 0.5
 
-#: Estimated peak working memory of one forward pass, bytes per network-input pixel, for the
-#: paper-size configs at fp32 under ``torch.inference_mode`` on the CPU (measured with peak RSS
-#: on 256..512 px inputs; see docs/ENGINE.md). GGKM's P*Q = 84 Gaussian atoms per colour at full
-#: resolution dominate. Unknown architectures use :data:`DEFAULT_BYTES_PER_PIXEL`.
-BYTES_PER_PIXEL: dict[str, int] = {
-    "ggkmnet": 5120,
-    "ggkmnet_l": 5120,
-    "gkmnet": 3584,
-    "gkmanet": 3584,
-}
-DEFAULT_BYTES_PER_PIXEL = 6144
 #: Auto tiling uses at most this fraction of the free memory ...
 FREE_FRACTION = 0.5
-#: ... and on the CPU at most this many bytes per tile, which keeps a 24 MP 16-bit TIFF under
-#: ~3 GiB peak RSS (bigger CPU tiles are not faster: the overlap overhead is already small).
-CPU_TILE_BUDGET = 1536 << 20
+#: ... and on the CPU at most this many bytes per tile (the spec's measured bytes per pixel
+#: times the tile's pixels), which keeps a 24 MP 16-bit TIFF under 3 GiB peak RSS.
+CPU_TILE_BUDGET = 1792 << 20
 
 
 @dataclass(frozen=True)
@@ -87,9 +76,9 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def default_overlap(receptive_radius: int) -> int:
-    """Default ``--tile-overlap``: the network's receptive radius rounded up to 16 px."""
-    return round_up(max(0, receptive_radius), ALIGN)
+def default_overlap(margin: int) -> int:
+    """Default ``--tile-overlap``: the spec's tile overlap (or receptive radius) rounded up to 16 px."""
+    return round_up(max(0, margin), ALIGN)
 
 
 def split_axis(length: int, core: int, align: int = ALIGN) -> list[tuple[int, int]]:
@@ -186,11 +175,6 @@ def fits_whole(height: int, width: int, free_bytes: int, bytes_per_pixel: int, *
     if cpu:
         budget = min(budget, CPU_TILE_BUDGET)
     return height * width * bytes_per_pixel <= budget
-
-
-def estimate_bytes_per_pixel(architecture: str) -> int:
-    """Working memory of a forward pass per input pixel (see :data:`BYTES_PER_PIXEL`)."""
-    return BYTES_PER_PIXEL.get(architecture, DEFAULT_BYTES_PER_PIXEL)
 
 
 def reflect_index(start: int, stop: int, n: int) -> np.ndarray:

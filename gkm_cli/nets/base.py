@@ -24,9 +24,15 @@ class ModelSpec:
     """Static description of an architecture, read by the engine (nothing hard-codes quirks).
 
     ``size_multiple``: H and W are padded (reflect) to a multiple of this inside the network.
-    ``receptive_radius``: pixels of context that matter for one output pixel; the engine uses it
-    as the default tile overlap. ``tile_exact``: tiled output equals untiled up to float error
-    (false when a layer pools over whole rows/columns, like GKMNet's triplet attention).
+    ``receptive_radius``: pixels of context that matter for one output pixel. ``tile_overlap``:
+    the engine's default tile overlap (None: the receptive radius); set where a measurement
+    shows a smaller margin already agrees with the untiled run far beyond what an 8/16-bit file
+    can show (docs/PERFORMANCE.md). ``tile_exact``: tiled output equals untiled up to float
+    error (false when a layer pools over whole rows/columns, like GKMNet's triplet attention).
+    ``bytes_per_pixel``: peak working memory of one fp32 inference forward per input pixel on
+    the CPU, measured (``scripts/measure_bytes_per_pixel.py``) with a margin; auto tiling sizes
+    tiles from it, so an underestimate risks running out of memory and an overestimate costs
+    speed (smaller tiles, more overlap).
     """
 
     name: str
@@ -38,6 +44,8 @@ class ModelSpec:
     supports_fp16: bool = True
     paper_params: float | None = None  # millions, inference, as printed in the paper
     default: bool = False
+    tile_overlap: int | None = None
+    bytes_per_pixel: int = 6144  # conservative for architectures nobody measured
 
 
 @dataclass

@@ -136,6 +136,8 @@ class GGKMNet(GkmNetwork):
         paper="Quan, Wu, Xu, Ji: Deep Single Image Defocus Deblurring via Gaussian Kernel Mixture Learning, IEEE TPAMI 2024",
         size_multiple=16,
         receptive_radius=96,
+        tile_overlap=64,  # perturbed paper-size net: image 81 dB, sigma map <= 0.05 px off untiled (docs/PERFORMANCE.md)
+        bytes_per_pixel=3300,  # measured 2927 / 2999 / 2556 / 2141 B/px at 512 / 640 / 768 / 1024 px
         tile_exact=True,
         paper_params=1.68,
         default=True,
@@ -237,6 +239,8 @@ class GGKMNetL(GGKMNet):
         paper=GGKMNet.spec.paper + " (GGKMNet-dagger)",
         size_multiple=16,
         receptive_radius=128,
+        tile_overlap=64,
+        bytes_per_pixel=3400,  # measured 2640 B/px at 768 px (ggkmnet + ~3%)
         tile_exact=True,
         paper_params=5.93,
     )

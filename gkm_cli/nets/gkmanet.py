@@ -96,6 +96,8 @@ class GKMANet(GKMNet):
         paper="Zhang, Wang, Zhuo, Wang: GKMANet: Self-Attention Gaussian Kernel Mixture Network, Electronics 2026",
         size_multiple=16,
         receptive_radius=96,
+        tile_overlap=64,  # 150 dB against untiled on a perturbed paper-size net (48: 141 dB)
+        bytes_per_pixel=3000,  # measured 2459 / 2203 B/px at 768 / 1024 px
         tile_exact=True,
         paper_params=None,
     )
