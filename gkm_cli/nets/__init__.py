@@ -1,6 +1,6 @@
 """The GKM network family behind one registry."""
 
-from gkm_cli.nets.base import Context, ContextStats, DeblurOutput, GkmNetwork, ModelSpec
+from gkm_cli.nets.base import Context, ContextStats, DeblurOutput, GkmNetwork, ModelSpec, PretrainedWeights
 from gkm_cli.nets.registry import (
     TINY_OVERRIDES,
     config_class,
@@ -17,6 +17,7 @@ __all__ = [
     "DeblurOutput",
     "GkmNetwork",
     "ModelSpec",
+    "PretrainedWeights",
     "TINY_OVERRIDES",
     "config_class",
     "create_model",

@@ -20,6 +20,17 @@ from gkm_cli.ops.pyramid import build_pyramid, upsample_to
 
 
 @dataclass(frozen=True)
+class PretrainedWeights:
+    """Where an architecture's shipped weights are and what they must hash to (like timm's
+    pretrained configs): ``filename`` inside the models folder
+    (:func:`gkm_cli.nets.checkpoint.models_dir`), ``sha256`` of the whole file, checked on every
+    load so a truncated or corrupt download fails with one line instead of odd pixels."""
+
+    filename: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Static description of an architecture, read by the engine (nothing hard-codes quirks).
 
@@ -32,7 +43,10 @@ class ModelSpec:
     ``bytes_per_pixel``: peak working memory of one fp32 inference forward per input pixel on
     the CPU, measured (``scripts/measure_bytes_per_pixel.py``) with a margin; auto tiling sizes
     tiles from it, so an underestimate risks running out of memory and an overestimate costs
-    speed (smaller tiles, more overlap).
+    speed (smaller tiles, more overlap). ``paper_macs_720p``: the paper's MAC count at 1280 x 720,
+    printed beside the measured one by ``gkm benchmark``. ``loss_recipe``: the training loss of
+    the paper (a key of ``gkm_cli.training.losses.RECIPES``). ``pretrained``: the shipped
+    weights (file name and sha256).
     """
 
     name: str
@@ -46,6 +60,9 @@ class ModelSpec:
     default: bool = False
     tile_overlap: int | None = None
     bytes_per_pixel: int = 6144  # conservative for architectures nobody measured
+    paper_macs_720p: float | None = None  # the paper's "#MACs" at 1280 x 720 in G (thop-MACs / 2)
+    loss_recipe: str | None = None  # training/losses.py RECIPES key; None: not trainable with gkm train
+    pretrained: PretrainedWeights | None = None  # the shipped weights, if any
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gkm_cli.nets.base import Context, ContextStats, GkmNetwork, ModelSpec, region_sum
+from gkm_cli.nets.base import Context, ContextStats, GkmNetwork, ModelSpec, PretrainedWeights, region_sum
 from gkm_cli.nets.blocks import ConvLSTMCell, ResBlock, carry_state, conv3
 from gkm_cli.nets.gkmnet import identity_summation, xavier_init
 from gkm_cli.ops.gaussian import ConvMethod, dense_kernels, gaussian_conv, gaussian_group_mix, ggkm_bank
@@ -38,6 +38,13 @@ class GgkmNetConfig:
     res_blocks: int = 1
     lstm_kernel: int = 5
     gaussian_method: ConvMethod = "auto"
+
+
+@dataclass(frozen=True)
+class GgkmNetLConfig(GgkmNetConfig):
+    """GGKMNet-dagger's paper configuration: 5 residual blocks per BFE block instead of 1."""
+
+    res_blocks: int = 5
 
 
 class EncoderBlock(nn.Sequential):
@@ -140,7 +147,14 @@ class GGKMNet(GkmNetwork):
         bytes_per_pixel=3300,  # measured 2927 / 2999 / 2556 / 2141 B/px at 512 / 640 / 768 / 1024 px
         tile_exact=True,
         paper_params=1.68,
+        paper_macs_720p=158.4,  # TPAMI 2024, Tables 2/11
+        loss_recipe="ggkmnet",
         default=True,
+        # scripts/ship_model.py prints the new sha256 when it ships other weights.
+        pretrained=PretrainedWeights(
+            filename="ggkmnet.safetensors",
+            sha256="9192003a5745b415f4944610df59ee1b6a335a1aeab0a6ba6f4a0da71c90a92f",
+        ),
     )
     uses_context = True
 
@@ -243,8 +257,9 @@ class GGKMNetL(GGKMNet):
         bytes_per_pixel=3400,  # measured 2640 B/px at 768 px (ggkmnet + ~3%)
         tile_exact=True,
         paper_params=5.93,
+        paper_macs_720p=518.9,
+        loss_recipe="ggkmnet",
     )
 
     def __init__(self, config: GgkmNetConfig | None = None, **overrides) -> None:
-        overrides.setdefault("res_blocks", 5)
-        super().__init__(config, **overrides)
+        super().__init__(config or GgkmNetLConfig(**overrides))

@@ -100,6 +100,7 @@ class GKMANet(GKMNet):
         bytes_per_pixel=3000,  # measured 2459 / 2203 B/px at 768 / 1024 px
         tile_exact=True,
         paper_params=None,
+        loss_recipe="gkmanet",
     )
     uses_context = True
 

@@ -134,6 +134,8 @@ class GKMNet(GkmNetwork):
         bytes_per_pixel=2800,  # measured 2345 / 2178 B/px at 768 / 1024 px
         tile_exact=False,  # triplet attention pools over whole rows and columns
         paper_params=1.41,
+        paper_macs_720p=147.8,  # as given in GGKMNet's TPAMI 2024 Tables 2/11
+        loss_recipe="gkmnet",
     )
 
     def __init__(self, config: GkmNetConfig | None = None, **overrides) -> None:

@@ -13,14 +13,14 @@ from types import MappingProxyType
 
 from gkm_cli.errors import ModelError
 from gkm_cli.nets.base import GkmNetwork, ModelSpec
-from gkm_cli.nets.ggkmnet import GGKMNet, GgkmNetConfig, GGKMNetL
+from gkm_cli.nets.ggkmnet import GGKMNet, GgkmNetConfig, GGKMNetL, GgkmNetLConfig
 from gkm_cli.nets.gkmanet import GKMANet, GkmaNetConfig
 from gkm_cli.nets.gkmnet import GKMNet, GkmNetConfig
 
 _ARCHITECTURES: dict[str, tuple[type[GkmNetwork], type]] = {
     "gkmnet": (GKMNet, GkmNetConfig),
     "ggkmnet": (GGKMNet, GgkmNetConfig),
-    "ggkmnet_l": (GGKMNetL, GgkmNetConfig),
+    "ggkmnet_l": (GGKMNetL, GgkmNetLConfig),
     "gkmanet": (GKMANet, GkmaNetConfig),
 }
 
@@ -94,6 +94,7 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def default_model() -> str:
+    """The architecture whose spec says ``default`` (the one with shipped weights)."""
     return next(n for n, (cls, _) in _ARCHITECTURES.items() if cls.spec.default)
 
 
@@ -111,8 +112,6 @@ def create_model(name: str, **overrides) -> GkmNetwork:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ModelError(f"{name}: unknown config field(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}")
-    if cls is GGKMNetL:
-        overrides.setdefault("res_blocks", 5)
     return cls(config_cls(**overrides))
 
 

@@ -31,12 +31,15 @@ the finest scale only (the image we output; LPIPS needs >= 32 px, which the coar
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 
 from gkm_cli.nets.base import DeblurOutput
+from gkm_cli.nets.registry import get_spec
 from gkm_cli.ops.pyramid import build_pyramid
 from gkm_cli.training.config import LossConfig
 
@@ -47,6 +50,8 @@ __all__ = [
     "lpips_term",
     "sharp_term",
     "paper_scale_weights",
+    "RECIPES",
+    "Recipe",
     "recipe_for",
     "ssim_loss",
     "ssim_map_mean",
@@ -118,15 +123,33 @@ def paper_scale_weights(scales: int) -> tuple[float, ...]:
     return tuple(2.0 ** (1 - t) for t in range(1, scales + 1))
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What the trainer needs to know about a recipe: the terms it logs (before the optional
+    lpips/sharp terms) and whether the forward pass must return the SRM reconstructions."""
+
+    terms: tuple[str, ...]
+    reconstruction: bool = False
+
+
+#: The papers' losses by name (``ModelSpec.loss_recipe`` picks one per architecture).
+RECIPES: Mapping[str, Recipe] = MappingProxyType(
+    {
+        "ggkmnet": Recipe(("total", "mse", "fft", "ssim", "recon"), reconstruction=True),
+        "gkmanet": Recipe(("total", "mse", "fft", "ssim")),
+        "gkmnet": Recipe(("total", "mse", "ssim")),
+    }
+)
+
+
 def recipe_for(model_name: str, recipe: str = "auto") -> str:
-    """The loss recipe for an architecture: ggkmnet(_l) -> ggkmnet, gkmanet, gkmnet."""
+    """The loss recipe for an architecture: ``recipe`` unless "auto", else its spec's ``loss_recipe``."""
     if recipe != "auto":
         return recipe
-    if model_name.startswith("ggkmnet"):
-        return "ggkmnet"
-    if model_name in ("gkmanet", "gkmnet"):
-        return model_name
-    raise ValueError(f"no loss recipe for {model_name!r}")
+    name = get_spec(model_name).loss_recipe
+    if name is None:
+        raise ValueError(f"no loss recipe for {model_name!r}")
+    return name
 
 
 def _match(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
