@@ -92,10 +92,6 @@ RESULT_FIELDS = (
     "max_abs_diff_vs_reference",
 )
 
-#: The papers' "#MACs" at 1280 x 720 (GGKMNet TPAMI 2024, Tables 2/11), thop-MACs / 2.
-PAPER_MACS_720P: dict[str, float] = {"gkmnet": 147.8, "ggkmnet": 158.4, "ggkmnet_l": 518.9}
-
-
 @dataclass(frozen=True)
 class BenchConfig:
     """One configuration to measure. ``height``/``width`` in pixels; ``tile`` = engine core size
@@ -390,7 +386,7 @@ def run_config(cfg: BenchConfig) -> dict:
         params=model.inference_parameters(),  # type: ignore[operator]
         runs=cfg.runs,
         warmup=cfg.warmup,
-        paper_macs_g=PAPER_MACS_720P.get(cfg.model) if (cfg.width, cfg.height) == (1280, 720) and not cfg.tiny else None,
+        paper_macs_g=model.spec.paper_macs_720p if (cfg.width, cfg.height) == (1280, 720) and not cfg.tiny else None,
     )
     if cfg.count_macs:
         from gkm_cli.nets import TINY_OVERRIDES, model_config

@@ -119,7 +119,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         """Train a network on real pairs and/or synthetic defocus; resumable, checkpointed."""
         import torch
 
-        from gkm_cli.nets import TINY_OVERRIDES
+        from gkm_cli.nets import TINY_OVERRIDES, default_model
         from gkm_cli.training import TrainConfig, Trainer
         from gkm_cli.training.checkpointing import STATE_FILE, read_state_info
         from gkm_cli.training.distributed import dist_from_env
@@ -136,7 +136,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         overrides: dict[str, Any] | None = None
         if tiny or model_set:
-            name = model or "ggkmnet"
+            name = model or default_model()
             overrides = dict(TINY_OVERRIDES.get(name, {})) if tiny else {}
             for item in model_set or []:
                 if "=" not in item:

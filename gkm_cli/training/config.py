@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gkm_cli.errors import UsageError
+from gkm_cli.nets.registry import default_model
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 LossRecipe = Literal["auto", "ggkmnet", "gkmanet", "gkmnet"]
@@ -67,7 +68,7 @@ class DistInfo:
 class TrainConfig:
     """Everything that defines a training run. Sizes in pixels; lr per optimizer step."""
 
-    model: str = "ggkmnet"
+    model: str = field(default_factory=default_model)  # the spec marked default
     model_overrides: tuple[tuple[str, Any], ...] = ()
     init_from: str | None = None  # weights file to start from (fine-tuning); optimizer starts fresh
     # data

@@ -36,7 +36,7 @@ from gkm_cli.nets.checkpoint import atomic_write_bytes, card_path, load_weights,
 from gkm_cli.training import checkpointing as ck
 from gkm_cli.training.config import DistInfo, TrainConfig, ema_decay_at, lr_at
 from gkm_cli.training.distributed import barrier, sum_across
-from gkm_cli.training.losses import loss_terms, recipe_for
+from gkm_cli.training.losses import RECIPES, loss_terms, recipe_for
 from gkm_cli.training.sampling import StepBatchSampler, TrainData, build_train_data, rank_share
 from gkm_cli.training.stopping import StopSignals, signal_name
 from gkm_cli.training.validation import ValImage, load_val_pairs, synth_val_set, validate
@@ -261,7 +261,7 @@ class Trainer:
             raise UsageError(f"{self.out} already holds a training run; pass --resume to continue it or choose another --out")
         # wrapped after a resume has loaded the weights: every rank starts from the same state
         # A recipe without the reconstruction term leaves GGKMNet's SRM head without gradients.
-        unused_head = self.recipe != "ggkmnet" and hasattr(self.model, "srm")
+        unused_head = not RECIPES[self.recipe].reconstruction and hasattr(self.model, "srm")
         self.net = self.wrap_model(self.model, unused_head) if self.wrap_model else self.model
         self.lpips: nn.Module | None = None
         if cfg.loss.lpips_weight > 0:  # frozen perceptual net of the loss (every rank computes it)
@@ -369,7 +369,7 @@ class Trainer:
     def _run(self) -> TrainResult:
         cfg = self.cfg
         self._build()
-        term_names = ["total", "mse", "ssim"] if self.recipe == "gkmnet" else ["total", "mse", "fft", "ssim"] + (["recon"] if self.recipe == "ggkmnet" else [])
+        term_names = list(RECIPES[self.recipe].terms)
         term_names += [name for name, w in (("lpips", cfg.loss.lpips_weight), ("sharp", cfg.loss.sharp_weight)) if w > 0]
         log = _Log(self.out / LOG_FILE, term_names, self.start_step if self.resume else None) if self.dist.is_main else None
         t0 = time.perf_counter()
@@ -396,7 +396,7 @@ class Trainer:
                     clean = False  # an interrupt from here to the step count would leave a half-updated state
                     self.optimizer.zero_grad(set_to_none=True)
                     with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                        out = self.net(blur, reconstruct=self.recipe == "ggkmnet")
+                        out = self.net(blur, reconstruct=RECIPES[self.recipe].reconstruction)
                     terms = loss_terms(out, sharp, blur, recipe=self.recipe, cfg=cfg.loss, step=step, coc=coc, lpips_net=self.lpips)
                     total = terms["total"]
                     spent = self.max_seconds is not None and time.perf_counter() - t0 >= self.max_seconds
