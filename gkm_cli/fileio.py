@@ -13,13 +13,14 @@ command says "disk full", "read-only file system" or "permission denied" the sam
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-__all__ = ["STOPPING_ERRNOS", "atomic_write_bytes", "describe_os_error", "new_file_mode", "stops_the_run"]
+__all__ = ["STOPPING_ERRNOS", "atomic_write_bytes", "describe_os_error", "file_sha256", "new_file_mode", "stops_the_run"]
 
 _REASONS: Final[dict[int, str]] = {
     errno.ENOSPC: "disk full",
@@ -118,3 +119,12 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's content, read in 1 MiB chunks (weights, manifests, provenance)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

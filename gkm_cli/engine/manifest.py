@@ -27,19 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from gkm_cli.fileio import file_sha256  # re-exported: the folder runs hash inputs through it
+
 __all__ = ["MANIFEST_NAME", "InputId", "Manifest", "file_sha256", "settings_key"]
 
 MANIFEST_NAME: Final = ".gkm-outputs.jsonl"
-_CHUNK: Final = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's content, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def settings_key(settings: Mapping[str, object]) -> str:

@@ -16,7 +16,6 @@ sdist by ``scripts/convert_lpips_weights.py`` (see ``models/lpips/PROVENANCE.md`
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkm_cli.errors import ModelError, UsageError
+from gkm_cli.fileio import file_sha256
+from gkm_cli.shipped import shipped_file
 
 __all__ = [
     "LPIPS_WEIGHTS_ENV",
@@ -91,11 +92,11 @@ class LpipsAlex(nn.Module):
 
 
 def default_lpips_weights() -> Path:
-    """``$GKM_LPIPS_WEIGHTS`` if set, else ``models/lpips/alexnet_v0.1.safetensors`` of the repo."""
+    """``$GKM_LPIPS_WEIGHTS`` if set, else the shipped ``models/lpips/alexnet_v0.1.safetensors``."""
     env = os.environ.get(LPIPS_WEIGHTS_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "models" / "lpips" / LPIPS_WEIGHTS_FILENAME
+    return shipped_file("lpips", LPIPS_WEIGHTS_FILENAME)
 
 
 def load_lpips(
@@ -122,7 +123,7 @@ def load_lpips(
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"LPIPS weights {path} do not fit AlexNet-LPIPS: {first}") from None
-    net.weights_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    net.weights_sha256 = file_sha256(path)
     net.eval().requires_grad_(False)
     return net.to(device)
 

@@ -8,7 +8,6 @@ holds what a person needs: data, steps, hardware, scores and the commands behind
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -16,9 +15,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from gkm_cli.errors import ModelError
-from gkm_cli.fileio import atomic_write_bytes  # re-exported: training, export and scripts use it from here
+from gkm_cli.fileio import atomic_write_bytes, file_sha256
 from gkm_cli.nets.base import GkmNetwork
 from gkm_cli.nets.registry import check_config, create_model, model_config
+from gkm_cli.shipped import models_dir  # re-exported: the CLI names the folder in its messages
 
 FORMAT_VERSION = "1"
 
@@ -139,23 +139,30 @@ def _check_layout(path: Path, arch: str, config: dict, shapes: dict[str, tuple[t
             raise ModelError(f"{path}: tensor {key} has type {dtype}, {arch} expects {want.dtype}")
 
 
-def read_card(weights: Path) -> dict | None:
-    p = card_path(weights)
-    if not p.is_file():
-        return None
-    return json.loads(p.read_text())
-
-
-def models_dir() -> Path:
-    """Where shipped weights live: ``$GKM_MODELS_DIR`` or the repository's ``models/`` folder."""
-    env = os.environ.get("GKM_MODELS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
-
-
 def shipped_weights(name: str) -> Path | None:
-    """``models/<name>.safetensors`` if it exists, else None."""
-    p = models_dir() / f"{name}.safetensors"
+    """The trained weights of architecture ``name`` in :func:`models_dir` if the file exists, else
+    None: the spec's ``pretrained.filename``, or ``<name>.safetensors`` for one without an entry."""
+    from gkm_cli.nets.registry import get_spec
+
+    pretrained = get_spec(name).pretrained
+    p = models_dir() / (pretrained.filename if pretrained else f"{name}.safetensors")
     return p if p.is_file() else None
+
+
+def check_pretrained(name: str, path: Path) -> None:
+    """The shipped weights must hash to the spec's sha256: a truncated or damaged file (a broken
+    install, a partial copy) fails here in one line instead of loading into odd pixels."""
+    from gkm_cli.nets.registry import get_spec
+
+    pretrained = get_spec(name).pretrained
+    if pretrained is None:
+        return
+    digest = file_sha256(path)
+    if digest != pretrained.sha256:
+        raise ModelError(
+            f"{path}: sha256 {digest[:16]}... is not that of the shipped {name} weights ({pretrained.sha256[:16]}...); "
+            f"the file is damaged or truncated: reinstall gkm-cli, or pass --weights FILE"
+        )
 
 
 def resolve_model(name: str | None, weights: Path | None) -> tuple[str, Path]:
@@ -174,4 +181,5 @@ def resolve_model(name: str | None, weights: Path | None) -> tuple[str, Path]:
             f"no trained weights for {name!r} in {models_dir()} (none are shipped yet for it); "
             f"train some with `gkm train` or pass --weights FILE"
         )
+    check_pretrained(name, found)
     return name, found

@@ -13,7 +13,6 @@ and it is recorded in the config and the model card.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from gkm_cli.errors import ModelError, UsageError
+from gkm_cli.fileio import file_sha256
 from gkm_cli.nets.base import GkmNetwork
 from gkm_cli.nets.safe_pickle import load_torch_checkpoint, tensor_state_dict
 
@@ -165,14 +165,6 @@ def load_foreign(path: Path, *, variant: str | None = None, batch_norm: str = "i
     return Imported(load_spandrel(state, path), "spandrel", None, state)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_card(source: Path, imported: Imported, licence: str, command: str) -> dict:
     """The model card of an imported checkpoint: where it came from, under which licence, how."""
     from gkm_cli import __version__
@@ -182,7 +174,7 @@ def import_card(source: Path, imported: Imported, licence: str, command: str) ->
         "name": model.spec.name,
         "imported": True,
         "source": str(Path(source).resolve()),
-        "source_sha256": sha256_file(source),
+        "source_sha256": file_sha256(source),
         "source_bytes": Path(source).stat().st_size,
         "licence": licence,
         "licence_note": "as stated by the user at import; gkm does not verify it",

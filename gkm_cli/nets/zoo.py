@@ -191,7 +191,8 @@ def save_spandrel(state: dict[str, torch.Tensor], model: GkmNetwork, destination
 
     from safetensors.torch import save_file
 
-    from gkm_cli.nets.checkpoint import atomic_write_bytes, card_path
+    from gkm_cli.fileio import atomic_write_bytes
+    from gkm_cli.nets.checkpoint import card_path
 
     # Clones: safetensors refuses tensors sharing storage (tied weights).
     tensors = {k[len("net.") :]: v.detach().cpu().clone() for k, v in model.state_dict().items() if k.startswith("net.")}
