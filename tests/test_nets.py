@@ -139,3 +139,29 @@ def test_delta_kernel_of_the_network_bank_passes_the_image_through(name):
     torch.testing.assert_close(bank[:, :, 0], x, rtol=0, atol=0)
     change = [float((bank[:, :, k] - x).abs().mean()) for k in range(1, bank.shape[2])]
     assert change[1] > 1e-2 and all(a < b for a, b in zip(change, change[1:]))
+
+
+def test_model_facts_live_in_the_spec():
+    from gkm_cli.nets import default_model
+    from gkm_cli.training.losses import RECIPES, recipe_for
+
+    assert default_model() == "ggkmnet" and get_spec("ggkmnet").pretrained is not None
+    assert create_model("ggkmnet_l").config.res_blocks == 5  # GGKMNet-dagger's paper config
+    assert create_model("ggkmnet").config.res_blocks == 1
+    for name in list_models():
+        assert recipe_for(name) in RECIPES
+    assert get_spec("ggkmnet").paper_macs_720p == 158.4
+
+
+def test_damaged_default_weights_fail_in_one_line(tmp_path, monkeypatch):
+    from gkm_cli.nets.checkpoint import resolve_model, shipped_weights
+
+    spec = get_spec("ggkmnet")
+    shipped = shipped_weights("ggkmnet")
+    assert shipped is not None and spec.pretrained is not None
+    assert resolve_model(None, None) == ("ggkmnet", shipped)  # the shipped file hashes right
+    (tmp_path / spec.pretrained.filename).write_bytes(shipped.read_bytes()[:-4096])  # truncated copy
+    monkeypatch.setenv("GKM_MODELS_DIR", str(tmp_path))
+    with pytest.raises(ModelError, match="sha256") as info:
+        resolve_model(None, None)
+    assert "\n" not in str(info.value)
