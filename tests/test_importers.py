@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from gkm_cli.cli import app
 from gkm_cli.images import Image, encode_image, read_image
 from gkm_cli.nets import TINY_OVERRIDES, create_model
-from gkm_cli.nets.checkpoint import load_weights, read_card
+from gkm_cli.nets.checkpoint import card_path, load_weights
 from gkm_cli.nets.gkm_layouts import ImageStatsBatchNorm, filtered_channels, layout_mix_and_sum
 from gkm_cli.nets.importers import official_key, to_official
 from gkm_cli.ops.gaussian import dense_kernels
@@ -196,7 +196,7 @@ def test_import_round_trip_is_bit_exact(tmp_path: Path, variant: str, layout: st
     x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         assert torch.equal(model(x).image, source(x).image)
-    card = read_card(out)
+    card = json.loads(card_path(out).read_text())
     import hashlib
 
     assert card["source_sha256"] == hashlib.sha256(pth.read_bytes()).hexdigest()
