@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gkm_cli.nets.checkpoint import atomic_write_bytes, card_path, load_weights  # noqa: E402
+from gkm_cli.fileio import atomic_write_bytes, file_sha256  # noqa: E402
+from gkm_cli.nets.checkpoint import card_path, load_weights  # noqa: E402
 
 EVAL_SETS = {
     "real_dev": "../shared/data/real_pairs_dev (8 real DPDD pairs from GIF previews, 840x560, label rows 0-71 excluded)",
@@ -81,6 +82,8 @@ def main() -> None:
     tmp.replace(dest)
     atomic_write_bytes(card_path(dest), (json.dumps(card, indent=2) + "\n").encode())
     print(json.dumps(card["shipped"], indent=2))
+    # The spec's pretrained entry pins the shipped file: gkm refuses a default file that differs.
+    print(f"now set sha256={file_sha256(dest)!r} in the {args.name} spec's PretrainedWeights (gkm_cli/nets/)")
 
 
 if __name__ == "__main__":
