@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gkm_cli.engine.device import precision_name, select_device, select_dtype
 from gkm_cli.engine.runner import Engine, EngineResult, TileProgress, check_strength
 from gkm_cli.engine.tiling import TileSettings
-from gkm_cli.errors import UsageError
+from gkm_cli.errors import SettingError, UsageError
 from gkm_cli.images import Image, with_pixels
 from gkm_cli.nets import GkmNetwork, create_model, default_model, get_spec, list_models
 from gkm_cli.nets.checkpoint import load_weights, resolve_model, shipped_weights
+from gkm_cli.runtime import precision_name, resolve_device, select_dtype
 
 __all__ = ["Deblurrer", "list_model_info"]
 
@@ -139,7 +139,7 @@ class Deblurrer:
             name, path = resolve_model(model, Path(weights) if weights is not None else None)
             net = None
         if model is not None and weights is not None and name != model:
-            raise UsageError(f"{weights} holds {name} weights, not {model}; drop --model or pick matching weights")
+            raise SettingError("model", f"{model!r} does not match {weights}, which holds {name} weights; name no model or pick matching weights")
         if net is None:
             net = load_weights(path)
         self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, path, backend, strength)
@@ -179,16 +179,16 @@ class Deblurrer:
         check_strength(strength)  # before the model moves to a device: a typo fails fast
         self.strength = float(strength)
         if backend not in ("torch", "onnxruntime"):
-            raise UsageError(f"--backend must be torch or onnxruntime, got {backend!r}")
+            raise SettingError("backend", f"must be torch or onnxruntime, got {backend!r}")
         self.backend = backend
         if backend == "onnxruntime":
             from gkm_cli.export import OnnxNetwork
 
             if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
-                raise UsageError("--backend onnxruntime runs on the CPU in fp32: use --device cpu --precision fp32")
+                raise SettingError("backend", "onnxruntime runs on the CPU in fp32: use device cpu and precision fp32")
             device, precision = "cpu", "fp32"
             net = OnnxNetwork(net.eval())  # type: ignore[assignment]
-        dev = select_device(device, local_rank)
+        dev = resolve_device(device, local_rank)
         dtype = select_dtype(precision, dev, net.spec)
         self.weights = weights
         self.engine = Engine(net, dev, dtype, TileSettings(tile, tile_overlap), notify)

@@ -30,27 +30,24 @@ Sizes are written ``WIDTHxHEIGHT`` (``1280x720`` is 720 rows).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from gkm_cli.errors import GkmError, ModelError, UsageError
+from gkm_cli.runtime import autocast, host_info, intra_op_threads, parse_precision, precision_dtype, resolve_device, select_dtype
 
-#: Precisions ``gkm benchmark`` accepts; reduced ones run under autocast (weights stay fp32).
-PRECISIONS = ("fp32", "bf16", "fp16")
 #: Fields every result record carries (the JSON schema, checked by the tests).
 RESULT_FIELDS = (
     "model",
@@ -151,13 +148,8 @@ def validate(cfg: BenchConfig) -> None:
     """Reject impossible combinations early, with one-line reasons (UsageError / ModelError)."""
     from gkm_cli.nets import get_spec
 
-    spec = get_spec(cfg.model)
-    if cfg.precision not in PRECISIONS:
-        raise UsageError(f"unknown --precision {cfg.precision!r}; use {', '.join(PRECISIONS)}")
-    if cfg.precision == "fp16" and not spec.supports_fp16:
-        raise UsageError(f"{cfg.model} does not support fp16 (its spec says so)")
-    if cfg.precision == "bf16" and not spec.supports_bf16:
-        raise UsageError(f"{cfg.model} does not support bf16 (its spec says so)")
+    parse_precision(cfg.precision, allow_auto=False)  # a benchmark names what it measures
+    select_dtype(cfg.precision, torch.device("cpu"), get_spec(cfg.model))  # the spec's fp16/bf16 support
     if cfg.runs < 1 or cfg.warmup < 0 or cfg.batch < 1 or cfg.reference_runs < 1:
         raise UsageError("--runs, --reference-runs and --batch must be >= 1 and --warmup >= 0")
     if cfg.cuda_graphs and not cfg.device.startswith("cuda"):
@@ -272,49 +264,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _select_device(name: str) -> torch.device:
-    try:
-        from gkm_cli.engine.device import select_device
-    except ImportError:  # engine not installed: a minimal parser
-        if name in ("auto", "cpu"):
-            return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu")
-        if name.startswith("cuda") and torch.cuda.is_available():
-            return torch.device(name)
-        raise UsageError(f"--device {name}: not available here") from None
-    return select_device(name)
-
-
-def machine_info(device: torch.device | None = None) -> dict:
-    """What the numbers were measured on (recorded in every report)."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    info = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "mkldnn": bool(torch.backends.mkldnn.is_available()),
-        "cuda": torch.version.cuda,
-    }
-    if device is not None and device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _load_model(cfg: BenchConfig) -> tuple[nn.Module, str]:
     """The network to time: ``cfg.weights`` if given, else random initialisation (speed and
     memory do not depend on the weights' values)."""
@@ -349,23 +298,24 @@ def _gaussian_methods(model: nn.Module, height: int, width: int, device: torch.d
 
 def _tiled_runner(model: nn.Module, device: torch.device, precision: str, tile: int, x: torch.Tensor) -> Callable[[], object]:
     """A callable that runs one image through the tiling engine with ``tile`` px cores."""
-    try:
-        from gkm_cli.engine.runner import Engine
-        from gkm_cli.engine.tiling import TileSettings
-    except ImportError as e:
-        raise UsageError(f"--tile needs the tiling engine (gkm_cli.engine), which is not available: {e}") from None
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    engine = Engine(model, device, dtype, TileSettings(tile=tile))  # type: ignore[arg-type]
+    from gkm_cli.engine.runner import Engine
+    from gkm_cli.engine.tiling import TileSettings
+
+    engine = Engine(model, device, precision_dtype(precision), TileSettings(tile=tile))  # type: ignore[arg-type]
     pixels = x[0].permute(1, 2, 0).float().cpu().numpy()
     return lambda: engine.run(pixels, image=True)
 
 
 def run_config(cfg: BenchConfig) -> dict:
-    """Measure one configuration in this process (see :func:`run_isolated` for clean RSS)."""
+    """Measure one configuration in this process (see :func:`run_isolated` for clean RSS).
+    ``cfg.threads`` holds for this measurement only: the previous thread count is restored."""
     validate(cfg)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    device = _select_device(cfg.device)
+    with intra_op_threads(cfg.threads):
+        return _measure(cfg)
+
+
+def _measure(cfg: BenchConfig) -> dict:
+    device = resolve_device(cfg.device)
     model, weights = _load_model(cfg)
     model = model.to(device)
     record: dict = {k: None for k in RESULT_FIELDS}
@@ -488,7 +438,7 @@ def _fast_runner(cfg: BenchConfig, model: nn.Module, device: torch.device, x: to
             raise GkmError(f"--compile failed: {type(e).__name__}: {e}") from None
 
     def run(inp: torch.Tensor = x) -> object:
-        with _autocast(device, cfg.precision):
+        with autocast(device, precision_dtype(cfg.precision)):
             return forward(inp)
 
     if not cfg.cuda_graphs:
@@ -524,7 +474,7 @@ def _reference_runner(cfg: BenchConfig, model: nn.Module, device: torch.device, 
         with model.reference_mode():  # type: ignore[operator]
             if inner is not None:
                 return inner()
-            with _autocast(device, cfg.precision):
+            with autocast(device, precision_dtype(cfg.precision)):
                 return model(x)
 
     return run
@@ -601,7 +551,7 @@ def report(results: list[dict], device: torch.device | None = None) -> dict:
     mark_per_pixel_cost(results)
     return {
         "gkm": __version__,
-        "machine": machine_info(device),
+        "machine": host_info(device),
         "note": "latencies in seconds, memory in MiB, MACs in 1e9; sizes WIDTHxHEIGHT; "
         "machine may be shared with other jobs (compare medians and interleaved ratios only)",
         "results": results,
@@ -640,7 +590,7 @@ def to_markdown(doc: dict) -> str:
     """A Markdown table of a :func:`report` document, with the machine it was measured on."""
     m = doc["machine"]
     lines = [
-        f"gkm {doc['gkm']}, torch {m['torch']}, {m['cpu']} ({m['cpu_count']} CPUs, {m['torch_threads']} torch threads)"
+        f"gkm {doc['gkm']}, torch {m['torch']}, {m['cpu']} ({m['cpu_count']} CPUs, {m['threads']} torch threads)"
         + (f", GPU {m['gpu']}" if m.get("gpu") else ""),
         "",
         "| " + " | ".join(name for name, _ in TABLE_COLUMNS) + " |",
@@ -650,18 +600,6 @@ def to_markdown(doc: dict) -> str:
         lines.append("| " + " | ".join(fn(r) for _, fn in TABLE_COLUMNS) + " |")
     lines += ["", doc["note"], ""]
     return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (None: unchanged)."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 if __name__ == "__main__":

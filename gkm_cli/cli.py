@@ -1,7 +1,8 @@
 """The `gkm` command line: a thin Typer layer over gkm_cli.api and the command modules.
 
 Errors raised deep in the code as :class:`GkmError` become one line on stderr and the error's
-exit code here, and nowhere else.
+exit code here (:class:`_OneLineErrors`, around every command), and nowhere else. A
+:class:`SettingError` is worded with the flag the user typed (``--tile must be ...``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,35 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from gkm_cli import __version__
-from gkm_cli.errors import GkmError
+from gkm_cli.errors import GkmError, SettingError
+
+
+def error_text(error: GkmError) -> str:
+    """The line a user sees for ``error``: a library setting is named by its command-line flag."""
+    if isinstance(error, SettingError):
+        return f"{error.flag} {error.detail}"
+    return str(error)
+
+
+class _OneLineErrors(TyperGroup):
+    """The ``gkm`` group: any :class:`GkmError` a command raises (nested groups included) ends as
+    ``error: <one line>`` on stderr and the error's exit code; in-process runners see the same."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except GkmError as e:
+            from gkm_cli.console import message
+
+            Console(stderr=True, emoji=False).print(message("error:", "bold red", error_text(e)), highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="gkm",
     help="Defocus deblurring with Gaussian Kernel Mixture networks (GKMNet, GGKMNet, GKMANet).",
     no_args_is_help=True,
@@ -74,16 +99,7 @@ def _register_commands() -> None:
     import importlib
 
     for name in ("deblur", "blurmap", "evaluate", "train", "benchmark", "models"):
-        try:
-            module = importlib.import_module(f"gkm_cli.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"gkm_cli.commands.{name}":
-                raise
-            continue
-        if hasattr(module, "register"):
-            module.register(app, models_app)
-        else:  # a module that only defines the command function of the same name
-            app.command(name)(getattr(module, name))
+        importlib.import_module(f"gkm_cli.commands.{name}").register(app, models_app)
 
 
 _register_commands()
@@ -99,10 +115,4 @@ def main() -> None:
     import warnings
 
     warnings.showwarning = _one_line_warning  # the console script only; library users keep theirs
-    try:
-        app()
-    except GkmError as e:
-        from gkm_cli.console import message
-
-        Console(stderr=True, emoji=False).print(message("error:", "bold red", str(e)), highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code)
+    app()

@@ -15,6 +15,24 @@ class UsageError(GkmError):
     exit_code = 2
 
 
+class SettingError(UsageError):
+    """A library setting (``tile``, ``device``, ``strength``...) has an impossible value.
+
+    The message names the setting, not a command-line flag: ``str(e)`` is ``"tile must be at
+    least 16 px"``. The CLI words it with the flag the user typed (``"--tile must be ..."``).
+    """
+
+    def __init__(self, setting: str, detail: str) -> None:
+        super().__init__(f"{setting} {detail}")
+        self.setting = setting
+        self.detail = detail
+
+    @property
+    def flag(self) -> str:
+        """The command-line spelling of the setting: ``tile_overlap`` -> ``--tile-overlap``."""
+        return "--" + self.setting.replace("_", "-")
+
+
 class ImageReadError(GkmError):
     """An input file is missing, unreadable, corrupt, truncated or of an unsupported kind."""
 

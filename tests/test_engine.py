@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 
 import gkm_cli.api
 from gkm_cli.api import Deblurrer
-from gkm_cli.engine import device as dev
+from gkm_cli import runtime
+from gkm_cli.runtime import RankInfo
+from gkm_cli.engine import memory
 from gkm_cli.engine import runner as runner_mod
-from gkm_cli.engine.distributed import RankInfo, rank_from_env, split_work
+from gkm_cli.engine.distributed import split_work
 from gkm_cli.engine.folders import (
     Source,
     check_jobs,
@@ -45,7 +47,7 @@ from gkm_cli.engine.tiling import (
     reflect_index,
     split_axis,
 )
-from gkm_cli.errors import GkmError, ImageWriteError, ModelError, UsageError
+from gkm_cli.errors import GkmError, ImageWriteError, ModelError, SettingError, UsageError
 from gkm_cli.nets import TINY_OVERRIDES, create_model, get_spec, list_models
 from gkm_cli.nets.base import ModelSpec
 
@@ -80,40 +82,50 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_select_device_and_precision():
-    assert dev.select_device("cpu") == CPU
-    auto = dev.select_device("auto")
+    assert runtime.resolve_device("cpu") == CPU
+    auto = runtime.resolve_device("auto")
     assert auto.type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
         assert auto == CPU
         with pytest.raises(UsageError, match="CUDA"):
-            dev.select_device("cuda:0")
-    with pytest.raises(UsageError, match="unknown --device"):
-        dev.select_device("tpu")
+            runtime.resolve_device("cuda:0")
+    with pytest.raises(SettingError, match="device 'tpu' is unknown") as bad:
+        runtime.resolve_device("tpu")
+    assert bad.value.flag == "--device"  # how the CLI words it
     spec = get_spec("ggkmnet")
-    assert dev.select_dtype("auto", CPU, spec) == torch.float32
-    assert dev.select_dtype("bf16", CPU, spec) == torch.bfloat16
-    assert dev.select_dtype("FP16", CPU, spec) == torch.float16
+    assert runtime.select_dtype("auto", CPU, spec) == torch.float32
+    assert runtime.select_dtype("bf16", CPU, spec) == torch.bfloat16
+    assert runtime.select_dtype("FP16", CPU, spec) == torch.float16
     with pytest.raises(UsageError):
-        dev.select_dtype("int8", CPU, spec)
+        runtime.select_dtype("int8", CPU, spec)
     no_half = type(spec)(**{**spec.__dict__, "supports_fp16": False})
     with pytest.raises(UsageError, match="fp16"):
-        dev.select_dtype("fp16", CPU, no_half)
-    assert dev.precision_name(torch.bfloat16) == "bf16"
+        runtime.select_dtype("fp16", CPU, no_half)
+    assert runtime.precision_name(torch.bfloat16) == "bf16"
+
+
+def test_intra_op_threads_are_restored():
+    before = torch.get_num_threads()
+    with runtime.intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with runtime.intra_op_threads(None):
+        assert torch.get_num_threads() == before
 
 
 def test_free_memory_reading(tmp_path):
     fake = tmp_path / "meminfo"
     fake.write_text("MemTotal:  1000 kB\nMemFree:  10 kB\nMemAvailable:   2048 kB\n")
-    assert dev._meminfo_available(fake) == 2048 * 1024
-    assert dev._meminfo_available(tmp_path / "missing") is None
-    assert dev.free_memory_bytes(CPU) > 0
+    assert memory._meminfo_available(fake) == 2048 * 1024
+    assert memory._meminfo_available(tmp_path / "missing") is None
+    assert memory.free_memory_bytes(CPU) > 0
     cg = tmp_path / "cg"
     cg.mkdir()
     (cg / "memory.max").write_text("1000\n")
     (cg / "memory.current").write_text("400\n")
-    assert dev._cgroup_headroom(cg) == 600
+    assert memory._cgroup_headroom(cg) == 600
     (cg / "memory.max").write_text("max\n")
-    assert dev._cgroup_headroom(cg) is None
+    assert memory._cgroup_headroom(cg) is None
 
 
 # ---- tile planning and blending ------------------------------------------------------------
@@ -449,10 +461,10 @@ def test_parse_shard_and_rank_env():
     for bad in ("4/4", "a/b", "1", "-1/2"):
         with pytest.raises(UsageError):
             parse_shard(bad)
-    assert rank_from_env({}) == RankInfo(0, 1, None)
-    assert rank_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == RankInfo(1, 2, 1)
+    assert runtime.rank_from_env({}) == RankInfo(0, 1, None)
+    assert runtime.rank_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == RankInfo(1, 2, 1)
     with pytest.raises(UsageError):
-        rank_from_env({"RANK": "2", "WORLD_SIZE": "2"})
+        runtime.rank_from_env({"RANK": "2", "WORLD_SIZE": "2"})
     assert take_shard(list(range(5)), 1, 2) == [1, 3]
 
 

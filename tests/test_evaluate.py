@@ -280,14 +280,8 @@ def test_reports_in_every_format(dataset: dict[str, Any], tmp_path: Path) -> Non
 
 
 def _app() -> typer.Typer:
-    from gkm_cli.commands.evaluate import register
-
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _root() -> None:
-        """Test app."""
+    """The real ``gkm`` app: its one error handler turns GkmErrors into exit codes."""
+    from gkm_cli.cli import app
 
     return app
 

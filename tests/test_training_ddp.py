@@ -20,11 +20,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from gkm_cli.errors import DataError, GkmError, UsageError
+from gkm_cli.errors import DataError, UsageError
 from gkm_cli.nets import TINY_OVERRIDES
-from gkm_cli.training import DistInfo, TrainConfig, Trainer, TrainingInterrupted
+from gkm_cli.runtime import RankInfo, torchrun_ranks
+from gkm_cli.training import TrainConfig, Trainer, TrainingInterrupted
 from gkm_cli.training import checkpointing as ck
-from gkm_cli.training.distributed import dist_from_env, rank_device
+from gkm_cli.training.distributed import rank_device
 from gkm_cli.training.loop import RANKS_DIR
 from gkm_cli.training.plot import CurvePlotter, PlotDependencyError, plot_run, read_log, require_matplotlib
 from gkm_cli.training.sampling import StepBatchSampler
@@ -78,7 +79,7 @@ def _log_rows(run: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize("world", [1, 2, 4])
 def test_sampler_splits_the_global_batch(world: int) -> None:
     batch = 4
-    per_rank = [list(StepBatchSampler(3, 6, batch, DistInfo(rank=r, world_size=world))) for r in range(world)]
+    per_rank = [list(StepBatchSampler(3, 6, batch, RankInfo(rank=r, world_size=world))) for r in range(world)]
     for i, step in enumerate(range(3, 6)):
         shares = [set(p[i]) for p in per_rank]
         assert all(len(s) == batch // world for s in shares)
@@ -89,23 +90,23 @@ def test_sampler_splits_the_global_batch(world: int) -> None:
 
 def test_batch_must_split_between_processes(photos: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="multiple of the 3 processes"):
-        StepBatchSampler(0, 1, 4, DistInfo(rank=0, world_size=3))
+        StepBatchSampler(0, 1, 4, RankInfo(rank=0, world_size=3))
     with pytest.raises(UsageError, match="global batch"):
-        Trainer(_cfg(photos, batch=2), tmp_path / "r", dist=DistInfo(rank=0, world_size=3), progress=False).run()
+        Trainer(_cfg(photos, batch=2), tmp_path / "r", dist=RankInfo(rank=0, world_size=3), progress=False).run()
 
 
 def test_dist_from_env() -> None:
-    assert dist_from_env({}) is None
+    assert torchrun_ranks({}) is None
     env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "1"}
-    info = dist_from_env(env)
-    assert info == DistInfo(rank=3, world_size=4, local_rank=1) and not info.is_main
+    info = torchrun_ranks(env)
+    assert info == RankInfo(rank=3, world_size=4, local_rank=1) and not info.is_main
     with pytest.raises(UsageError, match="MASTER_PORT"):
-        dist_from_env({k: v for k, v in env.items() if k != "MASTER_PORT"})
+        torchrun_ranks({k: v for k, v in env.items() if k != "MASTER_PORT"})
     with pytest.raises(UsageError, match="inconsistent"):
-        dist_from_env({**env, "RANK": "4"})
-    assert rank_device(DistInfo(), "cpu").type == "cpu"
+        torchrun_ranks({**env, "RANK": "4"})
+    assert rank_device(RankInfo(), "cpu").type == "cpu"
     with pytest.raises(UsageError, match="LOCAL_RANK"):
-        rank_device(DistInfo(), "cuda:1")
+        rank_device(RankInfo(), "cuda:1")
 
 
 # ----------------------------------------------------------------------------- signals
@@ -306,7 +307,7 @@ def test_cli_plot_during_run_and_subcommand(photos: Path, tmp_path: Path) -> Non
     assert r.exit_code == 0, r.output
     _decode_png(out / "curves.png")
     r = runner.invoke(app, ["train", "plot", str(tmp_path / "nothing")])
-    assert isinstance(r.exception, DataError)
+    assert r.exit_code == DataError.exit_code and "error:" in r.stderr  # one line from gkm's error handler
 
 
 def test_plotter_draws_at_validations(tmp_path: Path) -> None:
@@ -339,5 +340,5 @@ def test_missing_matplotlib_is_a_clear_error(photos: Path, tmp_path: Path, monke
     out = tmp_path / "run"
     r = CliRunner().invoke(app, ["train", "run", "--out", str(out), "--tiny", "--synth-from", str(photos), "--steps", "1",
                                  "--patch", "32", "--batch", "1", "--quiet", "--plot", str(tmp_path / "c.png")])
-    assert isinstance(r.exception, GkmError) and r.exception.exit_code == 2
+    assert r.exit_code == 2 and "gkm-cli[plot]" in r.stderr
     assert not (out / ck.STATE_FILE).exists()  # refused before training

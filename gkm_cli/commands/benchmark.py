@@ -103,7 +103,7 @@ def _print_table(doc: dict, console: Console) -> None:
     from gkm_cli.benchmark import TABLE_COLUMNS
 
     m = doc["machine"]
-    table = Table(title=f"gkm benchmark - torch {m['torch']}, {m['cpu']}, {m['torch_threads']} threads")
+    table = Table(title=f"gkm benchmark - torch {m['torch']}, {m['cpu']}, {m['threads']} threads")
     for name, _ in TABLE_COLUMNS:
         table.add_column(name, overflow="fold", no_wrap=name in ("model", "WxH"))
     for r in doc["results"]:

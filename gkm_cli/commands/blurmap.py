@@ -31,7 +31,7 @@ from gkm_cli.commands.deblur import (
     SuffixOpt,
     TileOpt,
     WeightsOpt,
-    _run_cli,
+    run_cli,
 )
 from gkm_cli.engine.maps import DEFAULT_MAX_SIGMA
 
@@ -65,7 +65,7 @@ def blurmap(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Estimate the per-pixel defocus blur (Gaussian sigma in pixels) of photos."""
-    _run_cli(
+    run_cli(
         RunOptions(
             "blurmap", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
             skip_existing, overwrite, format, heatmap=heatmap, max_sigma=max_sigma, as_json=as_json, shard=shard, quiet=quiet, backend=backend,

@@ -24,7 +24,7 @@ from gkm_cli.console import message
 from gkm_cli.errors import GkmError, ImageWriteError, UsageError
 from gkm_cli.images import DEFAULT_MAX_PIXELS
 
-__all__ = ["RunOptions", "deblur", "register", "run_command"]
+__all__ = ["RunOptions", "deblur", "register", "run_cli", "run_command"]
 
 #: Test hook (read only here, at the CLI edge): seconds the writer sleeps after each output.
 WRITE_DELAY_ENV = "GKM_TEST_WRITE_DELAY"
@@ -207,7 +207,8 @@ def _check_writable(folder: Path) -> None:
 def run_command(opts: RunOptions, err: Console) -> int:
     """Run a deblur/blurmap command; returns the exit code (raises GkmError for fatal errors)."""
     from gkm_cli.api import Deblurrer
-    from gkm_cli.engine.distributed import rank_from_env, split_work, world_totals
+    from gkm_cli.engine.distributed import split_work, world_totals
+    from gkm_cli.runtime import rank_from_env
     from gkm_cli.engine.folders import FORMAT_SUFFIX, STDIO, check_jobs, drop_previous_outputs, expand_inputs, parse_shard, plan_jobs
     from gkm_cli.engine.manifest import MANIFEST_NAME, InputId, Manifest, file_sha256, settings_key
     from gkm_cli.engine.maps import MapSettings, sidecar_path
@@ -472,14 +473,9 @@ def run_command(opts: RunOptions, err: Console) -> int:
     return 1 if totals["failed"] or stopped is not None else 0
 
 
-def _run_cli(opts: RunOptions) -> None:
-    """Run and turn GkmErrors into one line on stderr and the error's exit code."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-    try:
-        code = run_command(opts, err)
-    except GkmError as exc:
-        err.print(message("error:", "bold red", str(exc)))
-        raise typer.Exit(exc.exit_code) from None
+def run_cli(opts: RunOptions) -> None:
+    """Run a ``gkm deblur``/``gkm blurmap`` command; a GkmError goes to the one handler in cli.py."""
+    code = run_command(opts, Console(stderr=True, highlight=False, soft_wrap=True, emoji=False))
     if code:
         raise typer.Exit(code)
 
@@ -535,7 +531,7 @@ def deblur(
     ] = 1.0,
 ) -> None:
     """Deblur photos (8/16-bit PNG, TIFF, JPEG of any size); metadata and bit depth are kept."""
-    _run_cli(
+    run_cli(
         RunOptions(
             "deblur", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
             skip_existing, overwrite, format, bit_depth, jpeg_quality, as_json=as_json, shard=shard, quiet=quiet, backend=backend,

@@ -18,7 +18,7 @@ from rich.text import Text
 from rich.table import Table
 
 from gkm_cli.console import message, visible
-from gkm_cli.errors import GkmError, UsageError
+from gkm_cli.errors import UsageError
 from gkm_cli.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["evaluate", "register"]
@@ -26,37 +26,52 @@ __all__ = ["evaluate", "register"]
 _BIT_DEPTHS = {"8": 8, "16": 16, "native": None}
 
 
-def _protocol_from_options(
-    protocol: str,
-    bit_depth: str | None,
-    round_: bool | None,
-    crop_border: int | None,
-    crop_top: int | None,
-    y_channel: bool | None,
-    ssim_window: str | None,
-    data_range: float | None,
-) -> Any:
-    from gkm_cli.metrics.protocols import get_protocol
+@dataclass(frozen=True)
+class ProtocolOptions:
+    """``--protocol NAME`` and the flags that override its conventions (None: the protocol's)."""
 
-    base = get_protocol(protocol)
-    changes: dict[str, Any] = {}
-    if bit_depth is not None:
-        if bit_depth not in _BIT_DEPTHS:
-            raise UsageError(f"--bit-depth must be 8, 16 or native, got {bit_depth!r}")
-        changes["bit_depth"] = _BIT_DEPTHS[bit_depth]
-    if round_ is not None:
-        changes["round_prediction"] = round_
-    if crop_border is not None:
-        changes["crop_border"] = crop_border
-    if crop_top is not None:
-        changes["crop_top"] = crop_top
-    if y_channel is not None:
-        changes["y_channel"] = y_channel
-    if ssim_window is not None:
-        changes["ssim_window"] = ssim_window
-    if data_range is not None:
-        changes["data_range"] = data_range
-    return base.with_overrides(**changes)
+    name: str = "default"
+    bit_depth: str | None = None
+    round_prediction: bool | None = None
+    crop_border: int | None = None
+    crop_top: int | None = None
+    y_channel: bool | None = None
+    ssim_window: str | None = None
+    data_range: float | None = None
+
+    def build(self) -> Any:
+        """The :class:`~gkm_cli.metrics.protocols.Protocol` these options describe."""
+        from gkm_cli.metrics.protocols import get_protocol
+
+        base = get_protocol(self.name)
+        changes: dict[str, Any] = {}
+        if self.bit_depth is not None:
+            if self.bit_depth not in _BIT_DEPTHS:
+                raise UsageError(f"--bit-depth must be 8, 16 or native, got {self.bit_depth!r}")
+            changes["bit_depth"] = _BIT_DEPTHS[self.bit_depth]
+        for name in ("round_prediction", "crop_border", "crop_top", "y_channel", "ssim_window", "data_range"):
+            if getattr(self, name) is not None:
+                changes[name] = getattr(self, name)
+        return base.with_overrides(**changes)
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    """Everything one ``gkm evaluate`` was asked to do: score ``pred_dir`` against ``gt_dir``
+    (``model_run``: or run a network over a dataset first), write ``reports``, print JSON or tables."""
+
+    pred_dir: Path | None
+    gt_dir: Path | None
+    input_dir: Path | None = None
+    metrics: str = "psnr,ssim,lpips,mae,psnr_aligned"
+    protocol: ProtocolOptions = ProtocolOptions()
+    reports: tuple[Path, ...] = ()
+    as_json: bool = False
+    device: str = "cpu"
+    lpips_weights: Path | None = None
+    strict: bool = False
+    model_run: _ModelRun | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def _print_tables(report: Any, console: Console) -> None:
@@ -155,64 +170,42 @@ def evaluate(
 
     Either PRED_DIR GT_DIR (files paired by stem), or --data ROOT [--model NAME] to run the
     engine on a dataset and score it (inputs are scored too, so the gain is shown)."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-    try:
-        if data is not None:
-            if pred_dir is not None or gt_dir is not None or input_dir is not None:
-                raise UsageError("give either PRED_DIR GT_DIR or --data ROOT, not both")
-            model_run = _ModelRun(data, model, weights, split, save_dir, tile, precision)
-        elif pred_dir is None or gt_dir is None:
-            raise UsageError("give PRED_DIR and GT_DIR, or --data ROOT with --model")
-        else:
-            model_run = None
-        code = _run(
-            pred_dir, gt_dir, input_dir, metrics, protocol, bit_depth, round_, crop_border, crop_top,
-            y_channel, ssim_window, data_range, report or [], as_json, device, lpips_weights, strict, err,
-            model_run, max_pixels,
-        )  # fmt: skip
-    except GkmError as exc:
-        err.print(message("error:", "bold red", str(exc)))
-        raise typer.Exit(exc.exit_code) from None
+    # A GkmError raised here goes to the one handler in gkm_cli/cli.py (one line, its exit code).
+    if data is not None:
+        if pred_dir is not None or gt_dir is not None or input_dir is not None:
+            raise UsageError("give either PRED_DIR GT_DIR or --data ROOT, not both")
+        model_run = _ModelRun(data, model, weights, split, save_dir, tile, precision)
+    elif pred_dir is None or gt_dir is None:
+        raise UsageError("give PRED_DIR and GT_DIR, or --data ROOT with --model")
+    else:
+        model_run = None
+    protocol_options = ProtocolOptions(protocol, bit_depth, round_, crop_border, crop_top, y_channel, ssim_window, data_range)
+    request = EvaluateRequest(
+        pred_dir, gt_dir, input_dir, metrics, protocol_options, tuple(report or ()), as_json, device, lpips_weights, strict,
+        model_run, max_pixels,
+    )  # fmt: skip
+    code = _run(request, Console(stderr=True, highlight=False, soft_wrap=True, emoji=False))
     if code:
         raise typer.Exit(code)
 
 
-def _run(
-    pred_dir: Path,
-    gt_dir: Path,
-    input_dir: Path | None,
-    metrics: str,
-    protocol: str,
-    bit_depth: str | None,
-    round_: bool | None,
-    crop_border: int | None,
-    crop_top: int | None,
-    y_channel: bool | None,
-    ssim_window: str | None,
-    data_range: float | None,
-    reports: list[Path],
-    as_json: bool,
-    device: str,
-    lpips_weights: Path | None,
-    strict: bool,
-    err: Console,
-    model_run: _ModelRun | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> int:
+def _run(request: EvaluateRequest, err: Console) -> int:
     from gkm_cli.evaluation import REPORT_SUFFIXES, EvalSettings, evaluate_folders, render_json, write_report
 
+    reports, model_run = request.reports, request.model_run
+    pred_dir, gt_dir = request.pred_dir, request.gt_dir
     for path in reports:
         if path.suffix.lower() not in REPORT_SUFFIXES:
             raise UsageError(f"unknown report format for {path} (use {', '.join(REPORT_SUFFIXES)})")
-    for label, folder in (("PRED_DIR", pred_dir), ("GT_DIR", gt_dir), ("--input-dir", input_dir), ("--data", model_run and model_run.data)):
+    folders = (("PRED_DIR", pred_dir), ("GT_DIR", gt_dir), ("--input-dir", request.input_dir), ("--data", model_run and model_run.data))
+    for label, folder in folders:
         if folder is not None and not folder.is_dir():
             raise UsageError(f"{label} is not a folder: {folder}")
-    proto = _protocol_from_options(protocol, bit_depth, round_, crop_border, crop_top, y_channel, ssim_window, data_range)
     settings = EvalSettings(
-        protocol=proto,
-        metrics=tuple(metrics.split(",")),
-        device=device,
-        lpips_weights=lpips_weights,
+        protocol=request.protocol.build(),
+        metrics=tuple(request.metrics.split(",")),
+        device=request.device,
+        lpips_weights=request.lpips_weights,
         preview_count=3 if any(p.suffix.lower() in (".html", ".htm") for p in reports) else 0,
     )
 
@@ -221,15 +214,15 @@ def _run(
             err.print(Text(f"\r[{done}/{total}] {visible(name)}"), end="")
 
     if model_run is not None:
-        result = model_run.evaluate(settings, device, progress, err)
+        result = model_run.evaluate(settings, request.device, progress, err)
     else:
         assert pred_dir is not None and gt_dir is not None
         from functools import partial
 
         from gkm_cli.images import read_image
 
-        reader = partial(read_image, max_pixels=max_pixels)
-        result = evaluate_folders(pred_dir, gt_dir, input_dir, settings, reader=reader, progress=progress)
+        reader = partial(read_image, max_pixels=request.max_pixels)
+        result = evaluate_folders(pred_dir, gt_dir, request.input_dir, settings, reader=reader, progress=progress)
     if err.is_terminal:
         err.print()
 
@@ -237,7 +230,7 @@ def _run(
         write_report(result, path)
     for p in result.problems:
         err.print(message("warning:", "yellow", f"{p.kind} ({p.consequence}): {p.detail}"))
-    if as_json:
+    if request.as_json:
         sys.stdout.write(render_json(result))
         sys.stdout.flush()
     elif result.images:
@@ -247,7 +240,7 @@ def _run(
     if not result.images:
         err.print(f"[bold red]error:[/] nothing could be scored ({len(result.problems)} problems)")
         return 1
-    if strict and result.problems:
+    if request.strict and result.problems:
         err.print(f"[bold red]error:[/] {len(result.problems)} problems and --strict")
         return 1
     return 0

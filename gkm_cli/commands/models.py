@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from gkm_cli.errors import GkmError, UsageError
+from gkm_cli.errors import UsageError
 
 __all__ = ["import_weights", "register"]
 
@@ -31,12 +31,7 @@ def import_weights(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Convert a foreign checkpoint to gkm's safetensors format with a model card."""
-    err = Console(stderr=True)
-    try:
-        _import(source, output, licence, variant, batch_norm, overwrite, err)
-    except GkmError as exc:  # one line and the error's exit code, in-process too
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+    _import(source, output, licence, variant, batch_norm, overwrite, Console(stderr=True))  # errors: cli.py's handler
 
 
 def _import(source: Path, output: Path, licence: str, variant: str | None, batch_norm: str, overwrite: bool, err: Console) -> None:

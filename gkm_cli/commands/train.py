@@ -122,10 +122,9 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         from gkm_cli.nets import TINY_OVERRIDES, default_model
         from gkm_cli.training import TrainConfig, Trainer
         from gkm_cli.training.checkpointing import STATE_FILE, read_state_info
-        from gkm_cli.training.distributed import dist_from_env
-        from gkm_cli.training.loop import pick_device
+        from gkm_cli.runtime import resolve_device, torchrun_ranks
 
-        dist_env = dist_from_env(os.environ)
+        dist_env = torchrun_ranks(os.environ)
         if plot is not None and (dist_env is None or dist_env.is_main):
             from gkm_cli.training.plot import require_matplotlib
 
@@ -172,7 +171,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
                 raise UsageError(f"--resume cannot change {', '.join(changed)} (saved run has {', '.join(f'{k}={getattr(base, k)}' for k in changed)})")
         cfg = config_from_options(given, base)
         if dist_env is None:
-            result = _train(Trainer(cfg, out, device=pick_device(device), resume=resume, progress=not quiet,
+            result = _train(Trainer(cfg, out, device=resolve_device(device), resume=resume, progress=not quiet,
                                     on_log=_plotters(out, plot), save_all_ranks=save_all_ranks, max_minutes=max_minutes), out, plot)
         else:
             from gkm_cli.training.distributed import distributed_session

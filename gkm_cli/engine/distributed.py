@@ -4,8 +4,8 @@
 ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment. Each rank takes every
 ``WORLD_SIZE``-th file of the sorted list starting at ``RANK`` (after ``--shard i/N`` took its
 own share the same way), which partitions the list with no duplicate and no missing output;
-``LOCAL_RANK`` picks the GPU. The images need no collectives; at the end the ranks join a
-torch.distributed process group once (:func:`world_totals`) so that rank 0 can report the
+``LOCAL_RANK`` picks the GPU (:func:`gkm_cli.runtime.rank_from_env` reads the environment).
+The images need no collectives; at the end the ranks join a torch.distributed process group once (:func:`world_totals`) so that rank 0 can report the
 totals of the whole run and every rank exits 1 when any file failed anywhere. That group uses
 Gloo even on GPUs: it carries four numbers, and NCCL would need them on the device.
 """
@@ -15,40 +15,12 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from gkm_cli.engine.folders import take_shard
-from gkm_cli.errors import UsageError
+from gkm_cli.runtime import RENDEZVOUS_KEYS, RankInfo
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    """This process's place in a launch: ``rank`` of ``world_size``; ``local_rank`` on its node."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int | None = None
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def rank_from_env(env: Mapping[str, str] | None = None) -> RankInfo:
-    """Read RANK / WORLD_SIZE / LOCAL_RANK (as set by torchrun); absent: a single process."""
-    env = os.environ if env is None else env
-    try:
-        world = int(env.get("WORLD_SIZE", "1"))
-        rank = int(env.get("RANK", "0"))
-        local = int(env["LOCAL_RANK"]) if "LOCAL_RANK" in env else None
-    except ValueError:
-        raise UsageError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
-    if world < 1 or not 0 <= rank < world:
-        raise UsageError(f"bad torchrun environment: RANK={rank} WORLD_SIZE={world}")
-    return RankInfo(rank, world, local)
 
 
 def split_work(items: Sequence[T], shard: tuple[int, int], ranks: RankInfo) -> list[T]:
@@ -68,7 +40,7 @@ def world_totals(counts: Mapping[str, float], ranks: RankInfo, env: Mapping[str,
     rendezvous (``MASTER_ADDR``/``MASTER_PORT``): then each rank only knows its own share.
     """
     env = os.environ if env is None else env
-    if not ranks.distributed or "MASTER_ADDR" not in env or "MASTER_PORT" not in env:
+    if not ranks.distributed or any(k not in env for k in RENDEZVOUS_KEYS):
         return None
     import torch
     import torch.distributed as dist

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gkm_cli.engine.device import free_memory_bytes
+from gkm_cli.engine.memory import free_memory_bytes
 from gkm_cli.engine.tiling import (
     ALIGN,
     MIN_CORE,
@@ -44,8 +44,9 @@ from gkm_cli.engine.tiling import (
     round_up,
     single_plan,
 )
-from gkm_cli.errors import GkmError, UsageError
+from gkm_cli.errors import GkmError, SettingError
 from gkm_cli.nets import ContextStats, GkmNetwork
+from gkm_cli.runtime import autocast
 
 Notify = Callable[[str], None]
 #: Called as ``on_tile(done, total)`` after each tile pass (context pass + deblur pass).
@@ -103,13 +104,13 @@ class Engine:
         spec = model.spec
         self.overlap = default_overlap(spec.tile_overlap if spec.tile_overlap is not None else spec.receptive_radius) if tiling.overlap is None else tiling.overlap
         if self.overlap < 0:
-            raise UsageError(f"--tile-overlap must be >= 0, got {self.overlap}")
+            raise SettingError("tile_overlap", f"must be >= 0, got {self.overlap}")
         if self.overlap % ALIGN:
             rounded = round_up(self.overlap, ALIGN)
             self.notify(f"--tile-overlap {self.overlap} rounded up to {rounded} px (a multiple of {ALIGN})")
             self.overlap = rounded
         if tiling.tile is not None and tiling.tile < ALIGN:
-            raise UsageError(f"--tile must be at least {ALIGN} px, got {tiling.tile}")
+            raise SettingError("tile", f"must be at least {ALIGN} px, got {tiling.tile}")
         self._core_limit: int | None = None  # set after an out-of-memory fallback
         self._warned_oom = False
         self._warned_precision = False
@@ -180,11 +181,6 @@ class Engine:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
 
-    def _autocast(self, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-        if dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
     @contextlib.contextmanager
     def _guard_oom(self) -> Iterator[None]:
         try:
@@ -216,7 +212,7 @@ class Engine:
     def _context_stats(self, x: torch.Tensor, tile: Tile, plan: TilePlan) -> ContextStats:
         """One tile's context statistics, in float32 (re-run in fp32 if not finite)."""
         args = (tile.core_in_tile(), tile.box[:2], (plan.height, plan.width))
-        with self._autocast(self.dtype):
+        with autocast(self.device, self.dtype):
             stats = self.model.context_stats_padded(x, *args)
         assert stats is not None
         stats = _stats_float(stats)
@@ -229,7 +225,7 @@ class Engine:
         """One forward pass; returns (image, sigma, re-ran in fp32)."""
 
         def once(dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-            with self._autocast(dtype):
+            with autocast(self.device, dtype):
                 out = self.model(x, context=context)
                 img = out.image.float() if image else None
                 sig = out.sigma_map().float() if sigma else None
@@ -291,9 +287,9 @@ class Engine:
 
 
 def check_strength(strength: float) -> None:
-    """``--strength`` must be a number in [0, 1]."""
+    """``strength`` must be a number in [0, 1]."""
     if not 0.0 <= strength <= 1.0:  # also refuses NaN
-        raise UsageError(f"--strength must be in [0, 1] (1 = the network's output, 0 = the input), got {strength}")
+        raise SettingError("strength", f"must be in [0, 1] (1 = the network's output, 0 = the input), got {strength}")
 
 
 def blend_strength(output: np.ndarray, pixels: np.ndarray, strength: float) -> np.ndarray:

@@ -25,7 +25,6 @@ from gkm_cli.evaluation.core import (
     evaluate_pairs,
     iter_folder_samples,
     parse_metrics,
-    resolve_device,
 )
 from gkm_cli.evaluation.pairing import IMAGE_SUFFIXES, FilePair, PairingResult, Problem, pair_folders
 from gkm_cli.evaluation.reports import (
@@ -64,6 +63,5 @@ __all__ = [
     "render_json",
     "render_markdown",
     "report_to_dict",
-    "resolve_device",
     "write_report",
 ]

@@ -38,6 +38,7 @@ from gkm_cli.metrics.conventions import colour_align
 from gkm_cli.metrics.fidelity import mae, psnr, ssim
 from gkm_cli.metrics.lpips import LpipsAlex, load_lpips, lpips
 from gkm_cli.metrics.protocols import PROTOCOLS, Protocol, prepare
+from gkm_cli.runtime import resolve_device
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -53,7 +54,6 @@ __all__ = [
     "exact_pixels",
     "iter_folder_samples",
     "parse_metrics",
-    "resolve_device",
 ]
 
 #: Every metric name, with its direction (True: higher is better).
@@ -84,21 +84,6 @@ def parse_metrics(text: str | Iterable[str]) -> tuple[str, ...]:
     if not names:
         raise UsageError("no metric selected")
     return tuple(names)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; anything else as torch understands it."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 @dataclass(frozen=True)
@@ -438,7 +423,7 @@ def evaluate_pairs(
     Per-pair failures (size mismatch, too small for a metric) become problems, never exceptions.
     """
     t0 = time.perf_counter()
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, mps=False)  # scores are computed in float64, which MPS lacks
     net = None
     if "lpips" in settings.metrics:
         net = lpips_net if lpips_net is not None else load_lpips(settings.lpips_weights, device=device)

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from gkm_cli.errors import UsageError
 from gkm_cli.nets.registry import default_model
+from gkm_cli.runtime import PRECISIONS, Precision
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 LossRecipe = Literal["auto", "ggkmnet", "gkmanet", "gkmnet"]
 
 #: Folders that hold evaluation-only data (shared/data/README.md): never training data.
@@ -49,19 +49,6 @@ class LossConfig:
                 f"need --lpips-weight >= 0, --sharp-weight >= 0 and --sharp-radius > 0, got "
                 f"{self.lpips_weight}, {self.sharp_weight}, {self.sharp_radius}"
             )
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in a DistributedDataParallel run (see :mod:`.distributed`). Rank 0 logs and saves."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass(frozen=True)
@@ -116,7 +103,7 @@ class TrainConfig:
             raise UsageError("need workers >= 0, lr > 0, 0 <= ema < 1, clip-grad >= 0")
         if not 0 <= self.synth_holdout < 1 or not 0 <= self.real_fraction <= 1:
             raise UsageError("--synth-holdout must be in [0, 1) and --real-fraction in [0, 1]")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+        if self.precision not in ("auto", *PRECISIONS):
             raise UsageError(f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if not self.data and not self.synth_from:
             raise UsageError("give training data: --data ROOT (real pairs) and/or --synth-from DIR (sharp photos)")

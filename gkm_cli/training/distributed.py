@@ -1,10 +1,10 @@
 """DistributedDataParallel for ``gkm train run`` under ``torchrun`` (one process per device).
 
 ``torchrun`` (or ``python -m torch.distributed.run``) starts the processes and sets ``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`dist_from_env` reads
-them and :func:`distributed_session` opens the process group (NCCL on ``cuda:LOCAL_RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+:func:`gkm_cli.runtime.torchrun_ranks` reads them and :func:`distributed_session` opens the process group (NCCL on ``cuda:LOCAL_RANK``,
 Gloo on the CPU) for the length of a run and closes it afterwards. The trainer only needs
-:class:`DistSession`: its :class:`DistInfo`, its device and :meth:`DistSession.wrap`.
+:class:`DistSession`: its :class:`~gkm_cli.runtime.RankInfo`, its device and :meth:`DistSession.wrap`.
 
 ``--batch`` is the global batch: :class:`~gkm_cli.training.sampling.StepBatchSampler` gives
 each rank ``batch / world_size`` samples of every step, so the gradient DDP averages over the
@@ -14,59 +14,41 @@ ranks is the gradient of the same global batch a single process would draw.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from gkm_cli.errors import UsageError
-from gkm_cli.training.config import DistInfo
+from gkm_cli.errors import SettingError, UsageError
+from gkm_cli.runtime import RankInfo, resolve_device
 
-#: Environment variables torchrun sets for every worker.
-ENV_KEYS: tuple[str, ...] = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 #: How long a collective (all-reduce, barrier) waits for the slowest rank, e.g. during validation.
 TIMEOUT = datetime.timedelta(minutes=30)
 
 
-def dist_from_env(env: Mapping[str, str]) -> DistInfo | None:
-    """This process's place in a torchrun launch, or None when it was not started by torchrun."""
-    present = [k for k in ENV_KEYS if k in env]
-    if not present:
-        return None
-    missing = [k for k in (*ENV_KEYS, "MASTER_ADDR", "MASTER_PORT") if k not in env]
-    if missing:
-        raise UsageError(f"incomplete distributed environment ({', '.join(missing)} not set): launch with torchrun")
-    try:
-        rank, world, local = (int(env[k]) for k in ENV_KEYS)
-    except ValueError:
-        raise UsageError(f"non-integer {'/'.join(ENV_KEYS)} in the environment") from None
-    if world < 1 or not 0 <= rank < world or local < 0:
-        raise UsageError(f"inconsistent distributed environment: RANK={rank} WORLD_SIZE={world} LOCAL_RANK={local}")
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+def rank_device(info: RankInfo, device: str = "auto") -> torch.device:
+    """The device of one rank: ``cuda:LOCAL_RANK`` for auto/cuda with a GPU, else the CPU.
 
-
-def rank_device(info: DistInfo, device: str = "auto") -> torch.device:
-    """The device of one rank: ``cuda:LOCAL_RANK`` for auto/cuda with a GPU, else the CPU."""
-    if device == "cpu":
+    Stricter than :func:`~gkm_cli.runtime.resolve_device`: DDP needs one GPU per rank, so a
+    ``cuda:N`` or MPS choice and a LOCAL_RANK beyond the visible GPUs are refused, not wrapped.
+    """
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if device not in ("auto", "cuda"):
-        raise UsageError(f"under torchrun each process uses cuda:LOCAL_RANK or the CPU; pass --device auto, cuda or cpu, not {device!r}")
-    if not torch.cuda.is_available():
-        if device == "cuda":
-            raise UsageError("--device cuda asked for but no CUDA device is available")
-        return torch.device("cpu")
-    if info.local_rank >= torch.cuda.device_count():
-        raise UsageError(f"LOCAL_RANK {info.local_rank} but only {torch.cuda.device_count()} CUDA devices: lower --nproc-per-node")
-    return torch.device("cuda", info.local_rank)
+        raise SettingError("device", f"{device!r}: under torchrun each process uses cuda:LOCAL_RANK or the CPU; use auto, cuda or cpu")
+    local = info.local_rank or 0
+    if torch.cuda.is_available() and local >= torch.cuda.device_count():
+        raise UsageError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA devices: lower --nproc-per-node")
+    return resolve_device("cuda", local)
 
 
 @dataclass(frozen=True)
 class DistSession:
     """An open process group: where this rank sits, its device and how to wrap the model."""
 
-    info: DistInfo
+    info: RankInfo
     device: torch.device
     backend: str
 
@@ -87,7 +69,7 @@ class DistSession:
 
 
 @contextmanager
-def distributed_session(info: DistInfo, device: str = "auto") -> Iterator[DistSession]:
+def distributed_session(info: RankInfo, device: str = "auto") -> Iterator[DistSession]:
     """Open the default process group (env:// rendezvous set up by torchrun); destroy it on exit."""
     import torch.distributed as td
 
@@ -102,7 +84,7 @@ def distributed_session(info: DistInfo, device: str = "auto") -> Iterator[DistSe
         td.destroy_process_group()
 
 
-def sum_across(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+def sum_across(t: torch.Tensor, info: RankInfo) -> torch.Tensor:
     """Element-wise sum of ``t`` over all ranks (``t`` itself when there is one process)."""
     if info.world_size == 1:
         return t
@@ -113,7 +95,7 @@ def sum_across(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
-def barrier(info: DistInfo, device: torch.device) -> None:
+def barrier(info: RankInfo, device: torch.device) -> None:
     """Wait until every rank gets here (no-op for one process)."""
     if info.world_size == 1:
         return

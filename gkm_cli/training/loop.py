@@ -3,7 +3,7 @@
 Scale-out: the model can be wrapped (``wrap_model``, e.g. DistributedDataParallel from
 :mod:`.distributed`) while the unwrapped module is what gets saved; batches come from
 :class:`StepBatchSampler`, which gives each rank its share of every step's global batch
-(:class:`DistInfo`). The loss terms are averaged over the ranks once per step (for the log and
+(:class:`~gkm_cli.runtime.RankInfo`). The loss terms are averaged over the ranks once per step (for the log and
 to agree on skipping non-finite steps and on stopping); only rank 0 logs, validates and writes
 the checkpoint, and every rank waits at a barrier after each save. SIGTERM/SIGINT stop the run
 at the next step boundary with a checkpoint at that step (:mod:`.stopping`). Observers (plots,
@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import json
 import math
-import platform
 import shlex
 import sys
 import time
@@ -30,11 +29,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from gkm_cli.errors import GkmError, UsageError
+from gkm_cli.errors import GkmError, SettingError, UsageError
 from gkm_cli.nets import create_model
 from gkm_cli.nets.checkpoint import atomic_write_bytes, card_path, load_weights, model_config, save_weights
 from gkm_cli.training import checkpointing as ck
-from gkm_cli.training.config import DistInfo, TrainConfig, ema_decay_at, lr_at
+from gkm_cli.runtime import RankInfo, autocast, cuda_bf16_supported, host_info, precision_dtype
+from gkm_cli.training.config import TrainConfig, ema_decay_at, lr_at
 from gkm_cli.training.distributed import barrier, sum_across
 from gkm_cli.training.losses import RECIPES, loss_terms, recipe_for
 from gkm_cli.training.sampling import StepBatchSampler, TrainData, build_train_data, rank_share
@@ -80,45 +80,17 @@ class TrainResult:
         return d
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for but no CUDA device is available")
-    return dev
-
-
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16/fp16 autocast on GPU only; None means fp32."""
+    """Training's mixed-precision policy: bf16/fp16 autocast on GPU only (``auto``: bf16 where the
+    GPU supports it); None means fp32, no autocast."""
     if device.type != "cuda":
         if precision in ("bf16", "fp16"):
-            raise UsageError(f"--precision {precision} needs a GPU (mixed precision is GPU-only here); use fp32 or auto")
+            raise SettingError("precision", f"{precision} needs a GPU (mixed precision is GPU-only here); use fp32 or auto")
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def hardware() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": cpu,
-        "threads": torch.get_num_threads(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+        return torch.bfloat16 if cuda_bf16_supported(device) else None
+    dtype = precision_dtype(precision)
+    return None if dtype == torch.float32 else dtype
 
 
 def _best_on_disk(out: Path, saved: float | None) -> float | None:
@@ -186,7 +158,7 @@ class Trainer:
         *,
         device: torch.device | str = "cpu",
         resume: bool = False,
-        dist: DistInfo = DistInfo(),
+        dist: RankInfo = RankInfo(),
         wrap_model: Callable[[nn.Module, bool], nn.Module] | None = None,
         on_step: Sequence[Callable[[int, dict[str, float]], None]] = (),
         on_log: Sequence[Callable[[dict[str, Any]], None]] = (),
@@ -305,7 +277,7 @@ class Trainer:
             "lpips_loss_weights_sha256": getattr(self.lpips, "weights_sha256", None),
             "steps": step,
             "wall_time_s": round(wall, 1),
-            "hardware": hardware(),
+            "hardware": host_info(self.device),
             "world_size": self.dist.world_size,
             "weights": "ema" if self.ema is not None else "raw",
             "validation": {"last": self.last_val, "best_psnr": self.best_psnr, "images": [v.name for v in self.val_images]},
@@ -395,7 +367,7 @@ class Trainer:
                         g["lr"] = lr
                     clean = False  # an interrupt from here to the step count would leave a half-updated state
                     self.optimizer.zero_grad(set_to_none=True)
-                    with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                    with autocast(self.device, self.amp):
                         out = self.net(blur, reconstruct=RECIPES[self.recipe].reconstruction)
                     terms = loss_terms(out, sharp, blur, recipe=self.recipe, cfg=cfg.loss, step=step, coc=coc, lpips_net=self.lpips)
                     total = terms["total"]

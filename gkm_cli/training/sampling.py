@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from gkm_cli.errors import DataError, UsageError
-from gkm_cli.training.config import DistInfo, TrainConfig
+from gkm_cli.runtime import RankInfo
+from gkm_cli.training.config import TrainConfig
 
 _TAG_MIX = 0x3C1
 
@@ -33,7 +34,7 @@ class EpochDataset(Protocol):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]: ...
 
 
-def rank_share(batch: int, dist: DistInfo) -> int:
+def rank_share(batch: int, dist: RankInfo) -> int:
     """Samples per rank and step for the global ``batch``; it must split evenly."""
     if batch % dist.world_size:
         raise UsageError(f"--batch {batch} is the global batch and must be a multiple of the {dist.world_size} processes")
@@ -43,7 +44,7 @@ def rank_share(batch: int, dist: DistInfo) -> int:
 class StepBatchSampler(Sampler[list[int]]):
     """Yields, for each step in ``[start, end)``, this rank's share of the step's global sample numbers."""
 
-    def __init__(self, start: int, end: int, batch: int, dist: DistInfo = DistInfo()) -> None:
+    def __init__(self, start: int, end: int, batch: int, dist: RankInfo = RankInfo()) -> None:
         self.start, self.end, self.batch, self.dist = start, end, batch, dist
         self.share = rank_share(batch, dist)
 

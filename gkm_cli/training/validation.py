@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gkm_cli.errors import DataError
+from gkm_cli.runtime import autocast
 
 REAL_DEV_TOP_CROP = 72
 
@@ -99,7 +100,7 @@ def validate(
     try:
         for im in images:
             y = im.blur.to(device)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            with autocast(device, autocast_dtype):
                 out = model(y).image
             pred = out.float().clamp(0, 1).cpu()
             p, s = _scores(pred, im.sharp)
