@@ -139,7 +139,7 @@ class Deblurrer:
             name, path = resolve_model(model, Path(weights) if weights is not None else None)
             net = None
         if model is not None and weights is not None and name != model:
-            raise SettingError("model", f"{model!r} does not match {weights}, which holds {name} weights; name no model or pick matching weights")
+            raise SettingError("model", f"{model}: {weights} holds {name} weights, not {model}; name no model or pick matching weights")
         if net is None:
             net = load_weights(path)
         self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, path, backend, strength)
