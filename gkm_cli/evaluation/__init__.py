@@ -26,7 +26,7 @@ from gkm_cli.evaluation.core import (
     iter_folder_samples,
     parse_metrics,
 )
-from gkm_cli.evaluation.pairing import IMAGE_SUFFIXES, FilePair, PairingResult, Problem, pair_folders
+from gkm_cli.evaluation.pairing import FilePair, PairingResult, Problem, pair_folders
 from gkm_cli.evaluation.reports import (
     REPORT_SUFFIXES,
     fmt_metric,
@@ -41,7 +41,6 @@ from gkm_cli.evaluation.reports import (
 __all__ = [
     "DEFAULT_METRICS",
     "HIGHER_IS_BETTER",
-    "IMAGE_SUFFIXES",
     "METRICS",
     "REPORT_SUFFIXES",
     "EvalReport",

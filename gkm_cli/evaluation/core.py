@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import gkm_cli
-from gkm_cli.errors import GkmError, ImageReadError, UsageError
+from gkm_cli.errors import ImageReadError, UsageError
 from gkm_cli.evaluation.pairing import FilePair, Problem, pair_folders
 from gkm_cli.metrics.conventions import colour_align
 from gkm_cli.metrics.fidelity import mae, psnr, ssim
@@ -339,15 +339,12 @@ def _choose_box(gt_rgb: torch.Tensor, size: int) -> tuple[int, int, int, int]:
 
 def _png(t: torch.Tensor) -> bytes:
     """1 x C x H x W in [0,1] -> 8-bit PNG bytes."""
-    import cv2
+    from gkm_cli.images import encode_png_array
 
     arr = (t[0].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     if arr.shape[2] == 3:
         arr = arr[:, :, ::-1]
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr))
-    if not ok:  # pragma: no cover - cv2 always encodes uint8 PNG
-        raise GkmError("could not encode a preview PNG")
-    return buf.tobytes()
+    return encode_png_array(np.ascontiguousarray(arr))
 
 
 def _make_crops(box: tuple[int, int, int, int], images: Mapping[str, torch.Tensor]) -> dict[str, bytes]:

@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 from gkm_cli.errors import UsageError
+from gkm_cli.images import SUPPORTED_SUFFIXES  # the one suffix table: what read_image reads
 
-__all__ = ["IMAGE_SUFFIXES", "FilePair", "PairingResult", "Problem", "ProblemKind", "list_images", "pair_folders"]
+__all__ = ["FilePair", "PairingResult", "Problem", "ProblemKind", "list_images", "pair_folders"]
 
-#: Suffixes (lower case) treated as images when listing folders.
-IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".exr"}
-)
 
 ProblemKind = Literal[
     "missing_prediction",  # ground truth without prediction: not scored
@@ -70,7 +67,7 @@ def list_images(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
         raise UsageError(f"not a folder: {folder}")
     by_stem: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
+        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in SUPPORTED_SUFFIXES:
             continue
         by_stem.setdefault(p.stem, []).append(p)
     found: dict[str, Path] = {}
