@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 import tifffile
 
-from gkm_cli.errors import ImageWriteError, UsageError
+from gkm_cli.errors import UsageError
+from gkm_cli.images import encode_png_array
 
 DEFAULT_MAX_SIGMA = 16.0
 MAP_FORMATS = ("png", "tiff", "npy")
@@ -67,20 +68,17 @@ def heatmap_rgb(sigma: np.ndarray, max_sigma: float) -> np.ndarray:
 def encode_sigma_map(sigma: np.ndarray, settings: MapSettings) -> bytes:
     """File bytes of an H x W float32 sigma map (px) in the chosen format."""
     if settings.heatmap:
-        ok, buf = cv2.imencode(".png", heatmap_rgb(sigma, settings.max_sigma))
-    elif settings.format == "npy":
+        return encode_png_array(heatmap_rgb(sigma, settings.max_sigma))
+    if settings.format == "npy":
         out = io.BytesIO()
         np.save(out, np.ascontiguousarray(sigma, dtype=np.float32), allow_pickle=False)
         return out.getvalue()
-    elif settings.format == "tiff":
+    if settings.format == "tiff":
         out = io.BytesIO()
-        tifffile.imwrite(out, quantise_sigma(sigma, settings.max_sigma, U16_MAX), photometric="minisblack", compression="zlib")
+        quantised = quantise_sigma(sigma, settings.max_sigma, U16_MAX)
+        tifffile.imwrite(out, quantised, photometric="minisblack", compression="zlib")
         return out.getvalue()
-    else:
-        ok, buf = cv2.imencode(".png", quantise_sigma(sigma, settings.max_sigma, U16_MAX))
-    if not ok:
-        raise ImageWriteError("blur map encoder failed")
-    return buf.tobytes()
+    return encode_png_array(quantise_sigma(sigma, settings.max_sigma, U16_MAX))
 
 
 def sidecar_path(output: Path) -> Path:
