@@ -22,19 +22,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gkm_cli.console import message
 from gkm_cli.errors import GkmError, ImageWriteError, UsageError
-from gkm_cli.images import DEFAULT_MAX_PIXELS
+from gkm_cli.images import DEFAULT_MAX_PIXELS, FORMAT_ALIASES, OTHER_IMAGE_SUFFIXES
 
 __all__ = ["RunOptions", "deblur", "register", "run_cli", "run_command"]
 
 #: Test hook (read only here, at the CLI edge): seconds the writer sleeps after each output.
 WRITE_DELAY_ENV = "GKM_TEST_WRITE_DELAY"
-
-_IMAGE_FORMATS = {"png": "png", "tif": "tiff", "tiff": "tiff", "jpg": "jpeg", "jpeg": "jpeg"}
-# Image file suffixes gkm cannot write: ``-o x.webp`` names a file, not a folder to create.
-_OTHER_IMAGE_SUFFIXES = frozenset(
-    ".webp .bmp .dib .gif .heic .heif .avif .jxl .jp2 .j2k .jpx .exr .hdr .pic .pgm .ppm .pnm .pbm .pfm "
-    ".tga .ico .icns .psd .svg .dng .raw .cr2 .cr3 .nef .arw .orf .rw2 .raf .sr2 .srw .pef .qoi".split()
-)
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ class RunOptions:
 def _image_format(text: str | None) -> str | None:
     if text is None:
         return None
-    fmt = _IMAGE_FORMATS.get(text.lower().lstrip("."))
+    fmt = FORMAT_ALIASES.get(text.lower().lstrip("."))
     if fmt is None:
         raise UsageError(f"--format must be png, tiff or jpeg, got {text!r}")
     return fmt
@@ -101,10 +94,10 @@ def _named_output_format(output: str | None) -> str | None:
     if output is None or output == "-" or Path(output).is_dir():
         return None
     suffix = Path(output).suffix.lower()
-    if suffix in _OTHER_IMAGE_SUFFIXES:
+    if suffix in OTHER_IMAGE_SUFFIXES:
         raise UsageError(f"-o {output}: cannot write {suffix} files; name a .png, .tif or .jpg file (blurmap: also .npy) or a folder")
     suffix = suffix.lstrip(".")
-    return "npy" if suffix == "npy" else _IMAGE_FORMATS.get(suffix)
+    return "npy" if suffix == "npy" else FORMAT_ALIASES.get(suffix)
 
 
 def _write_bytes(path: Path, data: bytes, before_replace: Any = None) -> None:

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from gkm_cli.errors import UsageError
-from gkm_cli.images import SUPPORTED_SUFFIXES, format_for_path
+from gkm_cli.images import OUTPUT_SUFFIX, SUPPORTED_SUFFIXES, format_for_path
 
 STDIO = "-"
 T = TypeVar("T")
 
 #: File suffix written for each output format.
-FORMAT_SUFFIX: dict[str, str] = {"png": ".png", "tiff": ".tif", "jpeg": ".jpg", "npy": ".npy"}
+FORMAT_SUFFIX: dict[str, str] = {**OUTPUT_SUFFIX, "npy": ".npy"}  # blur maps may also be .npy
 
 
 @dataclass(frozen=True)

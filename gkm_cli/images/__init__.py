@@ -44,6 +44,7 @@ from gkm_cli.errors import ImageReadError, ImageWriteError, UsageError
 from gkm_cli.fileio import atomic_write_bytes, describe_os_error
 from gkm_cli.images.decoding import DEFAULT_MAX_PIXELS, one_line
 from gkm_cli.images.formats import (
+    FORMAT_ALIASES,
     FORMATS,
     OTHER_IMAGE_SUFFIXES,
     OUTPUT_SUFFIX,
@@ -73,6 +74,7 @@ from gkm_cli.images.tiff import encode_tiff, read_tiff
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
+    "FORMAT_ALIASES",
     "OTHER_IMAGE_SUFFIXES",
     "OUTPUT_SUFFIX",
     "SUFFIX_FORMATS",
