@@ -7,14 +7,16 @@ object API (``Figure`` + the Agg canvas), so no pyplot state is touched and no d
 from __future__ import annotations
 
 import csv
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gkm_cli.errors import DataError, GkmError, ImageWriteError
-from gkm_cli.nets.checkpoint import atomic_write_bytes
+from gkm_cli.fileio import atomic_write_bytes
+from gkm_cli.images import encode_png_array
 
 #: Loss columns of log.csv in plotting order (only those present are drawn).
 TERMS: tuple[str, ...] = ("total", "mse", "fft", "ssim", "recon")
@@ -116,9 +118,10 @@ def render_curves(rows: Sequence[dict[str, float]], *, title: str | None = None,
     ax_val.grid(True, alpha=0.3)
     if title:
         fig.suptitle(title)
-    buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf)
-    return buf.getvalue()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return encode_png_array(np.ascontiguousarray(rgba[:, :, [2, 1, 0, 3]]))  # BGRA: OpenCV's order
 
 
 def plot_run(run: str | Path, out: str | Path, *, title: str | None = None) -> Path:
