@@ -149,7 +149,8 @@ def validate(cfg: BenchConfig) -> None:
     from gkm_cli.nets import get_spec
 
     parse_precision(cfg.precision, allow_auto=False)  # a benchmark names what it measures
-    select_dtype(cfg.precision, torch.device("cpu"), get_spec(cfg.model))  # the spec's fp16/bf16 support
+    # The spec's fp16/bf16 support, and no reduced precision on a CPU without matrix units for it.
+    select_dtype(cfg.precision, resolve_device(cfg.device), get_spec(cfg.model))
     if cfg.runs < 1 or cfg.warmup < 0 or cfg.batch < 1 or cfg.reference_runs < 1:
         raise UsageError("--runs, --reference-runs and --batch must be >= 1 and --warmup >= 0")
     if cfg.cuda_graphs and not cfg.device.startswith("cuda"):

@@ -34,6 +34,7 @@ __all__ = [
     "mps_available",
     "parse_precision",
     "precision_dtype",
+    "cpu_matrix_units",
     "precision_name",
     "rank_from_env",
     "resolve_device",
@@ -121,10 +122,27 @@ def cuda_bf16_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
+def cpu_matrix_units(name: str) -> bool:
+    """True when this CPU has matrix units for ``name`` (``bf16``: AMX tiles; ``fp16``: AMX-FP16).
+
+    Without them oneDNN emulates reduced precision with conversions around fp32 arithmetic:
+    GGKMNet under bf16 autocast ran 7x slower than fp32 on a 2-core AVX-512 EPYC (no AMX), and
+    ~0.6x the fp32 time on a Sapphire Rapids Xeon with AMX (docs/PERFORMANCE.md). The probes are
+    private torch functions: if a release drops them, reduced precision counts as unsupported.
+    """
+    probe = {"bf16": "_is_amx_tile_supported", "fp16": "_is_amx_fp16_supported"}.get(name)
+    fn = getattr(torch.cpu, probe, None) if probe else None
+    try:
+        return bool(fn()) if fn is not None else False
+    except RuntimeError:
+        return False
+
+
 def select_dtype(precision: str, device: torch.device, spec: ModelSpec) -> torch.dtype:
     """Inference compute dtype: ``auto`` = bf16 on GPUs that support it (and a network whose spec
     allows it), else fp32. fp16/bf16 run under autocast (weights stay fp32). A precision the
-    network's spec rules out raises :class:`UsageError`."""
+    network's spec rules out raises :class:`UsageError`; so does a reduced precision on a CPU
+    without matrix units for it, where it would be several times slower than fp32, not faster."""
     name = parse_precision(precision)
     if name == "auto":
         return torch.bfloat16 if spec.supports_bf16 and cuda_bf16_supported(device) else torch.float32
@@ -132,6 +150,13 @@ def select_dtype(precision: str, device: torch.device, spec: ModelSpec) -> torch
         raise UsageError(f"{spec.name} does not support fp16 (its spec says so); use bf16 or fp32")
     if name == "bf16" and not spec.supports_bf16:
         raise UsageError(f"{spec.name} does not support bf16 (its spec says so); use fp16 or fp32")
+    if name != "fp32" and device.type == "cpu" and not cpu_matrix_units(name):
+        unit = "AMX" if name == "bf16" else "AMX-FP16"
+        raise SettingError(
+            "precision",
+            f"{name} on this CPU has no {unit} units: it would run several times slower than fp32 "
+            "(7x measured for bf16 on an AVX-512 EPYC); use fp32 on the CPU, or a GPU",
+        )
     return PRECISIONS[name]
 
 

@@ -23,6 +23,7 @@ from gkm_cli.benchmark import (
     to_markdown,
 )
 from gkm_cli.errors import ModelError, UsageError
+from gkm_cli.runtime import cpu_matrix_units
 from gkm_cli.nets import TINY_OVERRIDES, create_model
 
 
@@ -136,8 +137,12 @@ def test_cli_sweep_adds_the_standard_sizes():
 def test_tiled_and_bf16_configs_run():
     r = run_config(BenchConfig(model="ggkmnet", height=64, width=96, runs=1, warmup=0, tiny=True, tile=32, count_macs=False))
     assert r["tile"] == 32 and r["latency_median_s"] > 0 and r["macs_all_g"] is None
-    r = run_config(BenchConfig(model="gkmnet", height=32, width=32, runs=1, warmup=0, tiny=True, precision="bf16", count_macs=False))
-    assert r["precision"] == "bf16"
+    bf16 = BenchConfig(model="gkmnet", height=32, width=32, runs=1, warmup=0, tiny=True, precision="bf16", count_macs=False)
+    if cpu_matrix_units("bf16"):
+        assert run_config(bf16)["precision"] == "bf16"
+    else:  # refused, never silently slower than fp32
+        with pytest.raises(UsageError, match="bf16 on this CPU"):
+            run_config(bf16)
 
 
 def test_usage_errors():

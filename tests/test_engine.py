@@ -94,14 +94,30 @@ def test_select_device_and_precision():
     assert bad.value.flag == "--device"  # how the CLI words it
     spec = get_spec("ggkmnet")
     assert runtime.select_dtype("auto", CPU, spec) == torch.float32
-    assert runtime.select_dtype("bf16", CPU, spec) == torch.bfloat16
-    assert runtime.select_dtype("FP16", CPU, spec) == torch.float16
+    meta = torch.device("meta")  # not a CPU: the CPU matrix-unit rule does not apply
+    assert runtime.select_dtype("bf16", meta, spec) == torch.bfloat16
+    assert runtime.select_dtype("FP16", meta, spec) == torch.float16
     with pytest.raises(UsageError):
         runtime.select_dtype("int8", CPU, spec)
     no_half = type(spec)(**{**spec.__dict__, "supports_fp16": False})
     with pytest.raises(UsageError, match="fp16"):
         runtime.select_dtype("fp16", CPU, no_half)
     assert runtime.precision_name(torch.bfloat16) == "bf16"
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_reduced_precision_on_the_cpu_needs_matrix_units(monkeypatch, units):
+    """bf16/fp16 on a CPU without AMX ran several times slower than fp32: refused, never silent."""
+    monkeypatch.setattr(runtime, "cpu_matrix_units", lambda name: units)
+    spec = get_spec("ggkmnet")
+    for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        if units:
+            assert runtime.select_dtype(name, CPU, spec) == dtype
+        else:
+            with pytest.raises(SettingError, match=f"{name} on this CPU has no") as e:
+                runtime.select_dtype(name, CPU, spec)
+            assert e.value.flag == "--precision" and "\n" not in str(e.value)
+    assert runtime.select_dtype("fp32", CPU, spec) == torch.float32
 
 
 def test_intra_op_threads_are_restored():
