@@ -230,6 +230,21 @@ def test_import_refuses_wrong_shapes_and_unknown_files(tmp_path: Path) -> None:
     assert result.returncode == 2 and "w.pkl" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_import_refuses_nan_weights_and_out_of_bounds_configs(tmp_path: Path) -> None:
+    """The foreign path gets the checks our own checkpoints get: finite tensors, config bounds."""
+    state = to_official(_tiny_gkmnet().state_dict())
+    state["SumLayer.conv.bias"] = torch.full_like(state["SumLayer.conv.bias"], float("nan"))
+    torch.save(state, tmp_path / "nan.pth")
+    result = _gkm("models", "import", str(tmp_path / "nan.pth"), "-o", str(tmp_path / "o.safetensors"), "--licence", "x")
+    assert result.returncode == 2 and "NaN" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    huge = to_official(_tiny_gkmnet().state_dict())
+    huge["APU.conv_atten.conv.weight"] = torch.zeros(1, 1, 1, 999)  # declares a 999 x 999 ConvLSTM kernel
+    torch.save(huge, tmp_path / "huge.pth")
+    result = _gkm("models", "import", str(tmp_path / "huge.pth"), "-o", str(tmp_path / "h.safetensors"), "--licence", "x")
+    assert result.returncode == 2 and "lstm_kernel" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "h.safetensors").exists()
+
+
 # --- pickles that run code ------------------------------------------------------------------
 
 

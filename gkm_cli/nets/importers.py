@@ -102,7 +102,12 @@ def from_official(state: dict[str, torch.Tensor], path: Path, *, variant: str = 
 
     if variant not in GKM_VARIANTS:
         raise UsageError(f"--variant must be one of {', '.join(GKM_VARIANTS)}, got {variant!r}")
-    config = official_config(state, path)
+    from gkm_cli.nets.registry import check_config
+
+    try:  # the same bounds as our own checkpoints' configs, before anything is built
+        config = check_config("gkmnet", official_config(state, path))
+    except ModelError as e:
+        raise ModelError(f"{path}: {e}") from None
     model = create_model("gkmnet", **config, bank_layout=GKM_VARIANTS[variant], batch_norm=batch_norm)
     ours = model.state_dict()
     renamed: dict[str, torch.Tensor] = {}
@@ -131,22 +136,28 @@ class Imported:
 
 
 def read_foreign_state(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.pth``/``.pt``/``.ckpt`` (safely) or of a non-gkm ``.safetensors``."""
+    """Tensors of a ``.pth``/``.pt``/``.ckpt`` (safely) or of a non-gkm ``.safetensors``;
+    every floating-point tensor must be finite (NaN weights would write black images)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
     suffix = path.suffix.lower()
     if suffix in TORCH_SUFFIXES:
-        return tensor_state_dict(load_torch_checkpoint(path), path)
-    if suffix == ".safetensors":
+        state = tensor_state_dict(load_torch_checkpoint(path), path)
+    elif suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelError(f"{path}: not a readable safetensors file ({e})") from None
-    raise UsageError(f"{path}: unsupported weights file (expected .safetensors, {', '.join(TORCH_SUFFIXES)})")
+    else:
+        raise UsageError(f"{path}: unsupported weights file (expected .safetensors, {', '.join(TORCH_SUFFIXES)})")
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelError(f"{path}: tensor {key} holds NaN or infinite values; these weights are broken")
+    return state
 
 
 def load_foreign(path: Path, *, variant: str | None = None, batch_norm: str = "image") -> Imported:
