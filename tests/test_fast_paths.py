@@ -245,3 +245,17 @@ def test_channels_last_and_bf16_autocast_run(name):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model(x).image.float()
     assert torch.isfinite(low).all() and (low - ref).abs().mean() < 0.05
+
+
+def test_nnpack_path_steps_aside_under_torch_compile(monkeypatch):
+    """The private NNPACK op has no fake-tensor rule, so torch.compile failed on GKMNet's
+    ConvLSTM; while compiling, the fast path must return None (the caller uses F.conv2d)."""
+    from gkm_cli.nets.blocks import nnpack_conv2d
+
+    x, w, b = torch.rand(1, 4, 12, 12), torch.rand(8, 4, 5, 5), torch.rand(8)
+    with torch.inference_mode():
+        eager = nnpack_conv2d(x, w, b, 2)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        assert nnpack_conv2d(x, w, b, 2) is None
+    if eager is not None:  # a build with NNPACK: the fast path agrees with the plain conv
+        torch.testing.assert_close(eager, torch.nn.functional.conv2d(x, w, b, padding=2), atol=1e-4, rtol=1e-4)

@@ -190,6 +190,7 @@ def nnpack_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         or x.dtype != torch.float32
         or weight.dtype != torch.float32
         or torch.is_grad_enabled()
+        or torch.compiler.is_compiling()  # the private op has no fake-tensor rule: inductor's own conv
         or not torch._nnpack_available()
     ):
         return None
