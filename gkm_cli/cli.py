@@ -2,7 +2,8 @@
 
 Errors raised deep in the code as :class:`GkmError` become one line on stderr and the error's
 exit code here (:class:`_OneLineErrors`, around every command), and nowhere else. A
-:class:`SettingError` is worded with the flag the user typed (``--tile must be ...``).
+:class:`SettingError` (any message that is a :class:`SettingText`) is worded with the flags the
+user typed (``--tile must be ...``).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from gkm_cli import __version__
-from gkm_cli.errors import GkmError, SettingError
+from gkm_cli.errors import GkmError
 
 
 def error_text(error: GkmError) -> str:
     """The line a user sees for ``error``: a library setting is named by its command-line flag."""
-    if isinstance(error, SettingError):
-        return f"{error.flag} {error.detail}"
-    return str(error)
+    from gkm_cli.console import worded_for_cli
+
+    return worded_for_cli(error.message)
 
 
 class _OneLineErrors(TyperGroup):

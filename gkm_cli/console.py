@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from rich.text import Text
 
-__all__ = ["message", "visible"]
+from gkm_cli.errors import SettingText
+
+__all__ = ["flag_of", "message", "visible", "worded_for_cli"]
+
+#: Settings whose flag is not ``--`` + the name with dashes (``-o x.png: names one file ...``).
+_FLAG_EXCEPTIONS = {"output": "-o", "init_from": "--init"}
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -36,3 +41,13 @@ def visible(text: str) -> str:
 def message(label: str, style: str, text: str, prefix: str = "") -> Text:
     """One console line: ``prefix`` + styled ``label`` + the outside ``text`` shown literally."""
     return Text.assemble(visible(prefix), (label, style), " ", visible(text))
+
+
+def flag_of(setting: str) -> str:
+    """The command-line spelling of a library setting: ``tile_overlap`` -> ``--tile-overlap``."""
+    return _FLAG_EXCEPTIONS.get(setting) or "--" + setting.replace("_", "-")
+
+
+def worded_for_cli(text: str) -> str:
+    """A library message as the CLI says it: settings it names (a SettingText) become flags."""
+    return text.worded(flag_of) if isinstance(text, SettingText) else text

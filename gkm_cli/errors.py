@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+_SETTING_REF = re.compile("\x00(\\w+)\x00")
+
+
+def setting_ref(setting: str) -> str:
+    """``setting`` named inside a message (a :class:`SettingText`): the library shows the name,
+    the CLI the flag. NUL delimits it: no file name or argument can contain one."""
+    return f"\x00{setting}\x00"
+
+
+class SettingText(str):
+    """A message that names library settings; as a ``str`` it reads with the setting names
+    (``tile_overlap 40 rounded up ...``), :meth:`worded` spells them another way (the CLI passes
+    its flag names). Build it from text in which every setting is :func:`setting_ref`."""
+
+    raw: str
+
+    def __new__(cls, raw: str) -> SettingText:
+        self = super().__new__(cls, _SETTING_REF.sub(r"\1", raw))
+        self.raw = raw
+        return self
+
+    def worded(self, spell: Callable[[str], str]) -> str:
+        """The message with every setting named ``spell(setting)``."""
+        return _SETTING_REF.sub(lambda m: spell(m.group(1)), self.raw)
+
 
 class GkmError(Exception):
     """Base class: the message is shown to the user as one line."""
 
     exit_code = 1
+
+    @property
+    def message(self) -> str:
+        """The message: a :class:`SettingText` when it names settings (the CLI words them as flags)."""
+        text = self.args[0] if len(self.args) == 1 else None
+        return text if isinstance(text, SettingText) else str(self)
 
 
 class UsageError(GkmError):
@@ -20,12 +54,15 @@ class SettingError(UsageError):
 
     The message names the setting, not a command-line flag: ``str(e)`` is ``"tile must be at
     least 16 px"``. The CLI words it with the flag the user typed (``"--tile must be ..."``).
+    ``detail`` may name other settings with :func:`setting_ref`; ``leading=False`` when the
+    message does not start with the setting (``"x.png: refusing to write over the input ..."``).
     """
 
-    def __init__(self, setting: str, detail: str) -> None:
-        super().__init__(f"{setting} {detail}")
+    def __init__(self, setting: str, detail: str, *, leading: bool = True) -> None:
+        self.text = SettingText(f"{setting_ref(setting)} {detail}" if leading else detail)
+        super().__init__(self.text)
         self.setting = setting
-        self.detail = detail
+        self.detail = SettingText(detail)
 
     @property
     def flag(self) -> str:

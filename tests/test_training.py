@@ -286,7 +286,7 @@ def test_checkpoint_set_is_consistent_and_loads(tmp_path: Path, photos: Path) ->
 def test_refuses_existing_run_without_resume(tmp_path: Path, photos: Path) -> None:
     cfg = _cfg(synth_from=(str(photos),), steps=1)
     _run(cfg, tmp_path / "r")
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="pass resume to continue"):
         _run(cfg, tmp_path / "r")
     with pytest.raises(ck.CheckpointError):
         _run(_cfg(synth_from=(str(photos),), steps=2, model_overrides=(("groups", 3), ("per_group", 2), ("width", 8))),

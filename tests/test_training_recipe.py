@@ -105,9 +105,9 @@ def test_sharp_term_counts_only_in_focus_pixels() -> None:
 
 
 def test_loss_settings_are_validated_and_old_configs_still_load() -> None:
-    with pytest.raises(UsageError, match="--lpips-weight"):
+    with pytest.raises(UsageError, match="need lpips_weight >= 0"):
         LossConfig(lpips_weight=-1)
-    with pytest.raises(UsageError, match="--sharp-radius"):
+    with pytest.raises(UsageError, match="sharp_radius > 0"):
         LossConfig(sharp_radius=0)
     d = _cfg(synth_from=("x",)).to_dict()
     for k in ("lpips_weight", "sharp_weight", "sharp_radius"):

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from gkm_cli.console import worded_for_cli
 from gkm_cli.errors import UsageError
 from gkm_cli.training.config import LossConfig
 
@@ -117,82 +118,79 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     ) -> None:
         """Train a network on real pairs and/or synthetic defocus; resumable, checkpointed."""
-        import torch
-
         from gkm_cli.nets import TINY_OVERRIDES, default_model
         from gkm_cli.training import TrainConfig, Trainer
         from gkm_cli.training.checkpointing import STATE_FILE, read_state_info
-        from gkm_cli.runtime import resolve_device, torchrun_ranks
+        from gkm_cli.runtime import intra_op_threads, resolve_device, torchrun_ranks
 
         dist_env = torchrun_ranks(os.environ)
         if plot is not None and (dist_env is None or dist_env.is_main):
             from gkm_cli.training.plot import require_matplotlib
 
             require_matplotlib()  # before training, not at the first validation
-        if threads is not None:
-            if threads < 1:
-                raise UsageError("--threads must be >= 1")
-            torch.set_num_threads(threads)
-        overrides: dict[str, Any] | None = None
-        if tiny or model_set:
-            name = model or default_model()
-            overrides = dict(TINY_OVERRIDES.get(name, {})) if tiny else {}
-            for item in model_set or []:
-                if "=" not in item:
-                    raise UsageError(f"--model-set expects KEY=VALUE, got {item!r}")
-                k, v = item.split("=", 1)
-                overrides[k.strip()] = _parse_value(v.strip())
-        sw = None
-        if scale_weights is not None:
-            try:
-                sw = tuple(float(x) for x in scale_weights.split(","))
-            except ValueError:
-                raise UsageError(f"--scale-weights expects numbers separated by commas, got {scale_weights!r}") from None
-        given: dict[str, Any] = {
-            "model": model, "init_from": str(init.resolve()) if init is not None else None, "model_overrides": tuple(sorted(overrides.items())) if overrides is not None else None,
-            "data": _tuple(data), "data_split": data_split, "synth_from": _tuple(synth_from),
-            "synth_holdout": synth_holdout, "synth_max_radius": synth_max_radius, "synth_in_focus_prob": synth_in_focus,
-            "synth_dead_leaves": synth_dead_leaves, "real_fraction": real_fraction, "val": _tuple(val),
-            "val_every": val_every, "val_max_size": val_max_size, "val_top_crop": val_top_crop, "val_synth": val_synth,
-            "val_synth_size": val_synth_size, "steps": steps, "batch": batch, "patch": patch, "lr": lr,
-            "lr_halve_start": lr_halve_start, "lr_halve_every": lr_halve_every, "lr_factor": lr_factor,
-            "clip_grad": clip_grad, "ema": ema, "precision": precision, "seed": seed, "workers": workers,
-            "save_every": save_every, "log_every": log_every, "max_bad_steps": max_bad_steps,
-            "recipe": loss, "fft_weight": fft_weight, "ssim_weight": ssim_weight, "recon_weight": recon_weight,
-            "scale_weights": sw, "fft_norm": fft_norm, "ssim_phase_start": ssim_phase_start, "ssim_phase_period": ssim_phase_period,
-            "lpips_weight": lpips_weight, "sharp_weight": sharp_weight, "sharp_radius": sharp_radius,
-        }
-        base = None
-        if resume:
-            base = TrainConfig.from_dict(read_state_info(out / STATE_FILE)["config"])
-            fixed = ("model", "model_overrides", "init_from", "patch", "batch", "seed")
-            changed = [k for k in fixed if given.get(k) is not None and given[k] != getattr(base, k)]
-            if changed:
-                raise UsageError(f"--resume cannot change {', '.join(changed)} (saved run has {', '.join(f'{k}={getattr(base, k)}' for k in changed)})")
-        cfg = config_from_options(given, base)
-        if dist_env is None:
-            result = _train(Trainer(cfg, out, device=resolve_device(device), resume=resume, progress=not quiet,
-                                    on_log=_plotters(out, plot), save_all_ranks=save_all_ranks, max_minutes=max_minutes), out, plot)
-        else:
-            from gkm_cli.training.distributed import distributed_session
+        with intra_op_threads(threads):  # this command's thread count, restored when it returns
+            overrides: dict[str, Any] | None = None
+            if tiny or model_set:
+                name = model or default_model()
+                overrides = dict(TINY_OVERRIDES.get(name, {})) if tiny else {}
+                for item in model_set or []:
+                    if "=" not in item:
+                        raise UsageError(f"--model-set expects KEY=VALUE, got {item!r}")
+                    k, v = item.split("=", 1)
+                    overrides[k.strip()] = _parse_value(v.strip())
+            sw = None
+            if scale_weights is not None:
+                try:
+                    sw = tuple(float(x) for x in scale_weights.split(","))
+                except ValueError:
+                    raise UsageError(f"--scale-weights expects numbers separated by commas, got {scale_weights!r}") from None
+            given: dict[str, Any] = {
+                "model": model, "init_from": str(init.resolve()) if init is not None else None, "model_overrides": tuple(sorted(overrides.items())) if overrides is not None else None,
+                "data": _tuple(data), "data_split": data_split, "synth_from": _tuple(synth_from),
+                "synth_holdout": synth_holdout, "synth_max_radius": synth_max_radius, "synth_in_focus_prob": synth_in_focus,
+                "synth_dead_leaves": synth_dead_leaves, "real_fraction": real_fraction, "val": _tuple(val),
+                "val_every": val_every, "val_max_size": val_max_size, "val_top_crop": val_top_crop, "val_synth": val_synth,
+                "val_synth_size": val_synth_size, "steps": steps, "batch": batch, "patch": patch, "lr": lr,
+                "lr_halve_start": lr_halve_start, "lr_halve_every": lr_halve_every, "lr_factor": lr_factor,
+                "clip_grad": clip_grad, "ema": ema, "precision": precision, "seed": seed, "workers": workers,
+                "save_every": save_every, "log_every": log_every, "max_bad_steps": max_bad_steps,
+                "recipe": loss, "fft_weight": fft_weight, "ssim_weight": ssim_weight, "recon_weight": recon_weight,
+                "scale_weights": sw, "fft_norm": fft_norm, "ssim_phase_start": ssim_phase_start, "ssim_phase_period": ssim_phase_period,
+                "lpips_weight": lpips_weight, "sharp_weight": sharp_weight, "sharp_radius": sharp_radius,
+            }
+            base = None
+            if resume:
+                base = TrainConfig.from_dict(read_state_info(out / STATE_FILE)["config"])
+                fixed = ("model", "model_overrides", "init_from", "patch", "batch", "seed")
+                changed = [k for k in fixed if given.get(k) is not None and given[k] != getattr(base, k)]
+                if changed:
+                    raise UsageError(f"--resume cannot change {', '.join(changed)} (saved run has {', '.join(f'{k}={getattr(base, k)}' for k in changed)})")
+            cfg = config_from_options(given, base)
+            if dist_env is None:
+                result = _train(Trainer(cfg, out, device=resolve_device(device), resume=resume, progress=not quiet,
+                                        on_log=_plotters(out, plot), save_all_ranks=save_all_ranks, max_minutes=max_minutes,
+                                        wording=worded_for_cli), out, plot)
+            else:
+                from gkm_cli.training.distributed import distributed_session
 
-            with distributed_session(dist_env, device) as session:
-                trainer = Trainer(cfg, out, device=session.device, resume=resume, progress=not quiet, dist=session.info,
-                                  wrap_model=session.wrap, on_log=_plotters(out, plot) if session.info.is_main else (),
-                                  save_all_ranks=save_all_ranks, escalate_sigint=False, max_minutes=max_minutes)
-                result = _train(trainer, out, plot if session.info.is_main else None)
-            if not dist_env.is_main:
-                return
-        if as_json:
-            typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
-        elif not quiet:
-            val = result.last_val
-            msg = f"trained {cfg.model} to step {result.steps} in {result.wall_s:.0f} s -> {out}/last.safetensors"
-            if result.stopped:
-                msg += f" (stopped by --{result.stopped} before step {cfg.steps})"
-            if val:
-                msg += f"; val PSNR {val['psnr']:.2f} dB (input {val['input_psnr']:.2f}), best {result.best_psnr:.2f}"
-            typer.echo(msg, err=True)
+                with distributed_session(dist_env, device) as session:
+                    trainer = Trainer(cfg, out, device=session.device, resume=resume, progress=not quiet, dist=session.info,
+                                      wrap_model=session.wrap, on_log=_plotters(out, plot) if session.info.is_main else (),
+                                      save_all_ranks=save_all_ranks, escalate_sigint=False, max_minutes=max_minutes,
+                                      wording=worded_for_cli)
+                    result = _train(trainer, out, plot if session.info.is_main else None)
+                if not dist_env.is_main:
+                    return
+            if as_json:
+                typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+            elif not quiet:
+                val = result.last_val
+                msg = f"trained {cfg.model} to step {result.steps} in {result.wall_s:.0f} s -> {out}/last.safetensors"
+                if result.stopped:
+                    msg += f" (stopped by --{result.stopped} before step {cfg.steps})"
+                if val:
+                    msg += f"; val PSNR {val['psnr']:.2f} dB (input {val['input_psnr']:.2f}), best {result.best_psnr:.2f}"
+                typer.echo(msg, err=True)
 
     @train_app.command("plot")
     def plot_cmd(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from gkm_cli.errors import UsageError
+from gkm_cli.errors import SettingError, UsageError, setting_ref
 from gkm_cli.images import OUTPUT_SUFFIX, SUPPORTED_SUFFIXES, format_for_path
 
 STDIO = "-"
@@ -164,7 +164,7 @@ def plan_jobs(
     """
     if output == STDIO:
         if len(sources) != 1:
-            raise UsageError(f"-o - (stdout) takes exactly one input, got {len(sources)}")
+            raise SettingError("output", f"- (stdout) takes exactly one input, got {len(sources)}")
         return [Job(sources[0], None)]
     jobs = []
     names_file = (
@@ -174,14 +174,16 @@ def plan_jobs(
         return [Job(sources[0], Path(output))]  # type: ignore[arg-type]
     if names_file:
         what = f"{len(sources)} inputs" if len(sources) != 1 else "an input that is not a single named file"
-        raise UsageError(f"-o {output}: names one file but got {what}; give an output folder instead")
+        raise SettingError("output", f"{output}: names one file but got {what}; give an output folder instead")
     out_root = Path(output) if output is not None else None
     for src in sources:
         fmt = format_of(src)
         ext = output_suffix(src, fmt)
         if src.path is None:
             if out_root is None:
-                raise UsageError("reading stdin ('-') needs -o FOLDER or -o - (stdout)")
+                out = setting_ref("output")
+                needs = f"reading stdin ('-') needs {out} FOLDER or {out} - (stdout)"
+                raise SettingError("output", needs, leading=False)
             jobs.append(Job(src, out_root / f"stdin{suffix or ''}{ext}"))
             continue
         assert src.root is not None
@@ -211,11 +213,15 @@ def check_jobs(jobs: Sequence[Job], sidecar: Callable[[Path], Path | None] | Non
             key = target.resolve()
             if key in inputs or _same_file_as_any(target, inputs.values()):
                 clash = inputs.get(key, job.source.path)
-                raise UsageError(f"{target}: refusing to write over the input {clash} (use -o FOLDER or --suffix)")
+                hint = f"use {setting_ref('output')} FOLDER or {setting_ref('suffix')}"
+                refusal = f"{target}: refusing to write over the input {clash} ({hint})"
+                raise SettingError("output", refusal, leading=False)
             if key in seen and seen[key] is not job:
-                raise UsageError(
+                raise SettingError(
+                    "output",
                     f"{seen[key].input_name} and {job.input_name} would both be written to {target}; "
-                    f"use different --format/--suffix or separate runs"
+                    f"use different {setting_ref('format')}/{setting_ref('suffix')} or separate runs",
+                    leading=False,
                 )
             seen[key] = job
 
@@ -257,9 +263,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         index_text, count_text = text.split("/")
         index, count = int(index_text), int(count_text)
     except ValueError:
-        raise UsageError(f"--shard must look like i/N (e.g. 0/4), got {text!r}") from None
+        raise SettingError("shard", f"must look like i/N (e.g. 0/4), got {text!r}") from None
     if count < 1 or not 0 <= index < count:
-        raise UsageError(f"--shard {text}: need 0 <= i < N")
+        raise SettingError("shard", f"{text}: need 0 <= i < N")
     return index, count
 
 

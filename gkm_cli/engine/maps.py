@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import tifffile
 
-from gkm_cli.errors import UsageError
+from gkm_cli.errors import SettingError, setting_ref
 from gkm_cli.images import encode_png_array
 
 DEFAULT_MAX_SIGMA = 16.0
@@ -37,11 +37,14 @@ class MapSettings:
 
     def __post_init__(self) -> None:
         if self.format not in MAP_FORMATS:
-            raise UsageError(f"blurmap --format must be one of {', '.join(MAP_FORMATS)}, got {self.format!r}")
+            choices = ", ".join(MAP_FORMATS)
+            wrong = f"blurmap {setting_ref('format')} must be one of {choices}, got {self.format!r}"
+            raise SettingError("format", wrong, leading=False)
         if self.heatmap and self.format != "png":
-            raise UsageError("--heatmap writes a colour PNG; it cannot be combined with --format tiff/npy")
+            fmt = setting_ref("format")
+            raise SettingError("heatmap", f"writes a colour PNG; it cannot be combined with {fmt} tiff/npy")
         if not self.max_sigma > 0:
-            raise UsageError(f"--max-sigma must be > 0 px, got {self.max_sigma}")
+            raise SettingError("max_sigma", f"must be > 0 px, got {self.max_sigma}")
 
     @property
     def scale(self) -> float:

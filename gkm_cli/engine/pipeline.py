@@ -112,7 +112,7 @@ def run_pipeline(
                 try:
                     verdict = stages.skip(job)
                 except GkmError as e:
-                    verdict = str(e)
+                    verdict = e.message
                 if isinstance(verdict, str):
                     put(to_net, Record(inp, out, FAILED, time.perf_counter() - start, verdict))
                     continue
@@ -122,7 +122,7 @@ def run_pipeline(
                 try:
                     loaded = stages.load(job)
                 except GkmError as e:
-                    put(to_net, Record(inp, out, FAILED, time.perf_counter() - start, str(e)))
+                    put(to_net, Record(inp, out, FAILED, time.perf_counter() - start, e.message))
                     continue
                 put(to_net, (job, loaded, time.perf_counter() - start))
             put(to_net, done)
@@ -148,7 +148,7 @@ def run_pipeline(
                 try:
                     stages.write(job, processed)
                 except GkmError as e:
-                    record = Record(inp, out, FAILED, seconds + time.perf_counter() - start, str(e), mp)
+                    record = Record(inp, out, FAILED, seconds + time.perf_counter() - start, e.message, mp)
                     records.append(record)
                     on_record(record)
                     if stops_the_run(getattr(e, "errno", None)):
@@ -184,7 +184,7 @@ def run_pipeline(
             try:
                 processed = stages.process(job, loaded)
             except GkmError as e:
-                put(to_writer, Record(inp, out, FAILED, seconds + time.perf_counter() - start, str(e), mp))
+                put(to_writer, Record(inp, out, FAILED, seconds + time.perf_counter() - start, e.message, mp))
                 continue
             finally:
                 del loaded

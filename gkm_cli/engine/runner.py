@@ -44,7 +44,7 @@ from gkm_cli.engine.tiling import (
     round_up,
     single_plan,
 )
-from gkm_cli.errors import GkmError, SettingError
+from gkm_cli.errors import GkmError, SettingError, SettingText, setting_ref
 from gkm_cli.nets import ContextStats, GkmNetwork
 from gkm_cli.runtime import autocast
 
@@ -83,9 +83,10 @@ class Engine:
     """A network on a device, with a compute dtype and tiling settings.
 
     ``notify`` receives one-line messages for the user (e.g. the tile was halved after CUDA
-    ran out of memory, said once). The only state that changes between images is the tile size
-    after such a fallback. The model is moved to ``device``; it runs in eval mode and its
-    previous train/eval mode is restored after every run (so training code can validate with it).
+    ran out of memory, said once); one that names a setting is a :class:`SettingText`. The only
+    state that changes between images is the tile size after such a fallback. The model is moved
+    to ``device``; it runs in eval mode and its previous train/eval mode is restored after every
+    run (so training code can validate with it).
     """
 
     def __init__(
@@ -107,7 +108,8 @@ class Engine:
             raise SettingError("tile_overlap", f"must be >= 0, got {self.overlap}")
         if self.overlap % ALIGN:
             rounded = round_up(self.overlap, ALIGN)
-            self.notify(f"--tile-overlap {self.overlap} rounded up to {rounded} px (a multiple of {ALIGN})")
+            overlap = setting_ref("tile_overlap")
+            self.notify(SettingText(f"{overlap} {self.overlap} rounded up to {rounded} px (a multiple of {ALIGN})"))
             self.overlap = rounded
         if tiling.tile is not None and tiling.tile < ALIGN:
             raise SettingError("tile", f"must be at least {ALIGN} px, got {tiling.tile}")
@@ -171,9 +173,9 @@ class Engine:
                 core = min(plan.core, max(pixels.shape[:2]))
                 smaller = max(MIN_CORE, core // 2 // ALIGN * ALIGN)
                 if core <= MIN_CORE or smaller >= core:
-                    raise GkmError(
-                        f"out of memory on {self.device} even with {core} px tiles; try --device cpu or a smaller --tile-overlap"
-                    ) from None
+                    hint = f"try {setting_ref('device')} cpu or a smaller {setting_ref('tile_overlap')}"
+                    tried = f"out of memory on {self.device} even with {core} px tiles"
+                    raise GkmError(SettingText(f"{tried}; {hint}")) from None
                 self._core_limit = smaller
                 if not self._warned_oom:
                     self.notify(f"{self.device} ran out of memory: tile size halved to {smaller} px (and kept for later images)")
@@ -259,8 +261,11 @@ class Engine:
 
             if not self.model.spec.tile_exact and not self._warned_inexact:
                 self.notify(
-                    f"{self.model.spec.name} is not tile-exact (layers pooling whole rows/columns): "
-                    f"tiled results differ slightly from one-piece ones; a larger --tile reduces this"
+                    SettingText(
+                        f"{self.model.spec.name} is not tile-exact (layers pooling whole rows/columns): "
+                        "tiled results differ slightly from one-piece ones; "
+                        f"a larger {setting_ref('tile')} reduces this"
+                    )
                 )
                 self._warned_inexact = True
             context = None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gkm_cli.errors import UsageError
+from gkm_cli.errors import SettingError, UsageError, setting_ref
 from gkm_cli.nets.registry import default_model
 from gkm_cli.runtime import PRECISIONS, Precision
 
@@ -45,9 +45,12 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.lpips_weight < 0 or self.sharp_weight < 0 or self.sharp_radius <= 0:
-            raise UsageError(
-                f"need --lpips-weight >= 0, --sharp-weight >= 0 and --sharp-radius > 0, got "
-                f"{self.lpips_weight}, {self.sharp_weight}, {self.sharp_radius}"
+            lpips, sharp, radius = (setting_ref(n) for n in ("lpips_weight", "sharp_weight", "sharp_radius"))
+            raise SettingError(
+                "lpips_weight",
+                f"need {lpips} >= 0, {sharp} >= 0 and {radius} > 0, got "
+                f"{self.lpips_weight}, {self.sharp_weight}, {self.sharp_radius}",
+                leading=False,
             )
 
 
@@ -95,18 +98,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.patch < 16 or self.patch % 16:
-            raise UsageError(f"--patch must be a multiple of 16 (>= 16), got {self.patch}")
+            raise SettingError("patch", f"must be a multiple of 16 (>= 16), got {self.patch}")
         for name in ("batch", "steps", "val_every", "save_every", "log_every", "max_bad_steps"):
             if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+                raise SettingError(name, "must be >= 1")
         if self.workers < 0 or self.lr <= 0 or not 0 <= self.ema < 1 or self.clip_grad < 0:
             raise UsageError("need workers >= 0, lr > 0, 0 <= ema < 1, clip-grad >= 0")
         if not 0 <= self.synth_holdout < 1 or not 0 <= self.real_fraction <= 1:
-            raise UsageError("--synth-holdout must be in [0, 1) and --real-fraction in [0, 1]")
+            raise SettingError("synth_holdout", f"must be in [0, 1) and {setting_ref('real_fraction')} in [0, 1]")
         if self.precision not in ("auto", *PRECISIONS):
-            raise UsageError(f"--precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+            raise SettingError("precision", f"must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if not self.data and not self.synth_from:
-            raise UsageError("give training data: --data ROOT (real pairs) and/or --synth-from DIR (sharp photos)")
+            data, synth_from = setting_ref("data"), setting_ref("synth_from")
+            wanted = f"give training data: {data} ROOT (real pairs) and/or {synth_from} DIR (sharp photos)"
+            raise SettingError("data", wanted, leading=False)
         for p in self.data + self.synth_from:
             check_training_path(p)
 
@@ -150,9 +155,11 @@ def check_training_path(path: str | Path) -> None:
     parts = set(Path(path).resolve().parts) | set(Path(path).parts)
     bad = parts & EVAL_ONLY_DIRS
     if bad:
-        raise UsageError(
+        raise SettingError(
+            "data",
             f"{path}: lies under '{sorted(bad)[0]}', which is for validation/evaluation only; "
-            f"never train on it (use it with --val instead)"
+            f"never train on it (use it with {setting_ref('val')} instead)",
+            leading=False,
         )
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from gkm_cli.errors import GkmError, SettingError, UsageError
+from gkm_cli.errors import GkmError, SettingError, SettingText, setting_ref
 from gkm_cli.nets import create_model
 from gkm_cli.nets.checkpoint import atomic_write_bytes, card_path, load_weights, model_config, save_weights
 from gkm_cli.training import checkpointing as ck
@@ -111,7 +111,10 @@ def init_weights(model: nn.Module, path: Path) -> None:
     source = load_weights(path)
     if source.spec.name != model.spec.name or model_config(source) != model_config(model):
         raise ck.CheckpointError(
-            f"{path}: holds {source.spec.name} {model_config(source)}, not {model.spec.name} {model_config(model)}; --init needs the same architecture"
+            SettingText(
+                f"{path}: holds {source.spec.name} {model_config(source)}, not {model.spec.name} {model_config(model)}; "
+                f"{setting_ref('init_from')} needs the same architecture"
+            )
         )
     model.load_state_dict(source.state_dict())
 
@@ -168,6 +171,7 @@ class Trainer:
         handle_signals: bool = True,
         escalate_sigint: bool = True,
         max_minutes: float | None = None,
+        wording: Callable[[str], str] = str,
     ) -> None:
         """``on_step(step, terms)`` runs on every rank after each step (terms averaged over the
         ranks); ``on_log(row)`` on rank 0 after each log.csv row. ``save_all_ranks`` (debug):
@@ -177,7 +181,9 @@ class Trainer:
         ``max_minutes``: this invocation's budget of training-loop time (setup excluded); when
         it is spent the run stops at a step boundary, validates, saves and returns normally
         (``TrainResult.stopped``): equal-time probes, a session's share of a long run. It is
-        not a run setting (a resume gets the budget it is given)."""
+        not a run setting (a resume gets the budget it is given). ``wording`` turns a progress
+        note that names settings (a :class:`SettingText`) into what the user reads (the CLI:
+        its flags)."""
         self.cfg = cfg
         self.out = Path(out_dir)
         self.device = torch.device(device) if isinstance(device, str) else device
@@ -191,8 +197,9 @@ class Trainer:
         self.save_all_ranks = save_all_ranks
         self.handle_signals = handle_signals
         self.escalate_sigint = escalate_sigint
+        self.wording = wording
         if max_minutes is not None and not max_minutes > 0:
-            raise UsageError(f"--max-minutes must be > 0, got {max_minutes}")
+            raise SettingError("max_minutes", f"must be > 0, got {max_minutes}")
         self.max_seconds = None if max_minutes is None else 60.0 * max_minutes
         self.recipe = recipe_for(cfg.model, cfg.loss.recipe)
         self.amp = autocast_dtype(cfg.precision, self.device)
@@ -230,7 +237,8 @@ class Trainer:
             if saved.model != cfg.model or saved.model_overrides != cfg.model_overrides:
                 raise ck.CheckpointError(f"{state_path}: trained {saved.model} {dict(saved.model_overrides)}, not {cfg.model} {cfg.overrides()}")
         elif state_path.exists():
-            raise UsageError(f"{self.out} already holds a training run; pass --resume to continue it or choose another --out")
+            another = f"pass {setting_ref('resume')} to continue it or choose another {setting_ref('out')}"
+            raise SettingError("resume", f"{self.out} already holds a training run; {another}", leading=False)
         # wrapped after a resume has loaded the weights: every rank starts from the same state
         # A recipe without the reconstruction term leaves GGKMNet's SRM head without gradients.
         unused_head = not RECIPES[self.recipe].reconstruction and hasattr(self.model, "srm")
@@ -354,7 +362,7 @@ class Trainer:
         step = self.start_step
         clean = True
         timed_out = False
-        bar = _Progress(self.progress, cfg.steps, self.start_step)
+        bar = _Progress(self.progress, cfg.steps, self.start_step, self.wording)
         stop = StopSignals(escalate=self.escalate_sigint, enabled=self.handle_signals)
         try:
             with stop, bar:
@@ -401,8 +409,11 @@ class Trainer:
                         bar.note(f"step {step}: non-finite loss/gradient ({bad_run} in a row), update skipped")
                         if bad_run >= cfg.max_bad_steps:
                             raise TrainingDiverged(
-                                f"{bad_run} consecutive steps with a NaN/Inf loss or gradient (last at step {step}); "
-                                f"stopped. The last checkpoint in {self.out} predates them: resume with a lower --lr or --clip-grad"
+                                SettingText(
+                                    f"{bad_run} consecutive steps with a NaN/Inf loss or gradient (last at step {step}); "
+                                    f"stopped. The last checkpoint in {self.out} predates them: "
+                                    f"resume with a lower {setting_ref('lr')} or {setting_ref('clip_grad')}"
+                                )
                             )
                     for cb in self.on_step:
                         cb(step, vals)
@@ -442,17 +453,22 @@ class Trainer:
                         if not saved:
                             self._checkpoint(step, self.wall_before + time.perf_counter() - t0)
                         raise TrainingInterrupted(
-                            f"stopped by {signal_name(stop.signum)} at step {step}; state saved in {self.out}, continue with --resume",
+                            SettingText(
+                                f"stopped by {signal_name(stop.signum)} at step {step}; state saved in {self.out}, "
+                                f"continue with {setting_ref('resume')}"
+                            ),
                             stop.signum,
                         )
                     if timed_out:  # validated and saved above: a clean end, resumable like any other
-                        bar.note(f"step {step}: --max-minutes {(self.max_seconds or 0) / 60:g} spent; stopped with a checkpoint (continue with --resume)")
+                        budget = f"{setting_ref('max_minutes')} {(self.max_seconds or 0) / 60:g}"
+                        bar.note(SettingText(f"step {step}: {budget} spent; stopped with a checkpoint (continue with {setting_ref('resume')})"))
                         break
         except KeyboardInterrupt:
             if self.dist.is_main and clean and step > self.start_step:
                 self._save(step, self.wall_before + time.perf_counter() - t0)
             saved_msg = "state saved" if clean and step > self.start_step else "last periodic save kept"
-            raise TrainingInterrupted(f"interrupted at step {step}; {saved_msg} in {self.out}, continue with --resume") from None
+            resume = setting_ref("resume")
+            raise TrainingInterrupted(SettingText(f"interrupted at step {step}; {saved_msg} in {self.out}, continue with {resume}")) from None
         wall = self.wall_before + time.perf_counter() - t0
         return TrainResult(self.out, step, wall, self.last_val, self.best_psnr, self.bad_total, last_terms,
                            "max-minutes" if timed_out else None)
@@ -470,9 +486,10 @@ def _fmt_row(row: dict[str, Any]) -> str:
 class _Progress:
     """Rich live progress on stderr when it is a terminal; plain lines otherwise."""
 
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
+    def __init__(self, enabled: bool, total: int, start: int, wording: Callable[[str], str] = str) -> None:
         from rich.console import Console
 
+        self.wording = wording
         self.console = Console(stderr=True)
         self.enabled = enabled
         self.live = enabled and self.console.is_terminal
@@ -508,4 +525,4 @@ class _Progress:
 
     def note(self, text: str) -> None:
         if self.enabled:
-            self.console.print(text, highlight=False, soft_wrap=True)
+            self.console.print(self.wording(text), highlight=False, soft_wrap=True)
