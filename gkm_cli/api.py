@@ -4,16 +4,21 @@
 * :class:`Deblurrer` -- a network on a device with tiling settings: ``.deblur(array)`` and
   ``.blurmap(array)`` on numpy photos of any size, ``.deblur_image``/``.blurmap_image`` on
   :class:`gkm_cli.images.Image` (metadata kept). See docs/ENGINE.md.
+* :func:`run_batch` -- what ``gkm deblur``/``gkm blurmap`` do to files and folders, as a
+  generator of per-file records and a final summary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from gkm_cli.engine.batch import BatchRun, BatchSettings, BatchSummary
+from gkm_cli.engine.pipeline import Record
 from gkm_cli.engine.runner import Engine, EngineResult, TileProgress, check_strength
 from gkm_cli.engine.tiling import TileSettings
 from gkm_cli.errors import SettingError, UsageError
@@ -22,7 +27,7 @@ from gkm_cli.nets import GkmNetwork, create_model, default_model, get_spec, list
 from gkm_cli.nets.checkpoint import load_weights, resolve_model, shipped_weights
 from gkm_cli.runtime import precision_name, resolve_device, select_dtype
 
-__all__ = ["Deblurrer", "list_model_info"]
+__all__ = ["BatchSettings", "BatchSummary", "Deblurrer", "Record", "list_model_info", "run_batch"]
 
 
 def list_model_info() -> list[dict]:
@@ -260,3 +265,38 @@ class Deblurrer:
         result = self.engine.run(img.pixels, image=False, sigma=True, on_tile=on_tile)
         assert result.sigma is not None
         return result.sigma
+
+
+def run_batch(
+    inputs: str | Path | list[str | Path] | tuple[str | Path, ...],
+    output: str | Path | None = None,
+    *,
+    task: str = "deblur",
+    notify: Callable[[str], None] | None = None,
+    on_tile: TileProgress | None = None,
+    **settings: Any,
+) -> Generator[Record | BatchSummary, None, None]:
+    """Deblur (``task="deblur"``) or map the blur of (``task="blurmap"``) files, folders and
+    globs, as ``gkm deblur``/``gkm blurmap`` do: same output names, formats, resume manifest,
+    torchrun split and records. ``output``: None (beside each input), a folder, one file name,
+    or ``"-"`` (stdout). ``settings``: any other :class:`~gkm_cli.engine.batch.BatchSettings`
+    field (``model``, ``weights``, ``device``, ``format``, ``bit_depth``, ``suffix``,
+    ``recursive``, ``overwrite``, ``shard=(i, N)``, ``strength``, ...).
+
+    Settings, inputs and the model are checked when it is called (a :class:`SettingError` names
+    the setting); iterating runs the files and yields one :class:`Record` per input (``status``
+    ok | skipped | failed, ``error``) in input order, then one :class:`BatchSummary` whose
+    ``summary`` is the CLI's ``--json`` summary record. A disk that fills up stops the run (the
+    summary's ``stopped``). Closing the generator early (``.close()``, or
+    dropping it) stops the run at the next file or tile.
+
+    >>> for record in run_batch(["photos/"], "sharp/", weights="my.safetensors"):  # doctest: +SKIP
+    ...     print(record)
+    """
+    paths = (inputs,) if isinstance(inputs, (str, Path)) else tuple(inputs)
+    batch = BatchSettings(
+        task, tuple(str(p) for p in paths), None if output is None else str(output),
+        **settings,
+    )  # fmt: skip
+    run = BatchRun(batch, notify=notify, on_tile=on_tile)
+    return iter(run)

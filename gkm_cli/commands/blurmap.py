@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from gkm_cli.commands.deblur import (
+    BackendOpt,
     DeviceOpt,
     Inputs,
     JsonOpt,
@@ -21,19 +22,18 @@ from gkm_cli.commands.deblur import (
     OverlapOpt,
     OverwriteOpt,
     PrecisionOpt,
-    DEFAULT_MAX_PIXELS,
-    BackendOpt,
     QuietOpt,
     RecursiveOpt,
-    RunOptions,
     ShardOpt,
     SkipOpt,
     SuffixOpt,
     TileOpt,
     WeightsOpt,
-    run_cli,
+    run_batch_command,
+    shard_flag,
 )
 from gkm_cli.engine.maps import DEFAULT_MAX_SIGMA
+from gkm_cli.images import DEFAULT_MAX_PIXELS
 
 __all__ = ["blurmap", "register"]
 
@@ -65,13 +65,14 @@ def blurmap(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Estimate the per-pixel defocus blur (Gaussian sigma in pixels) of photos."""
-    run_cli(
-        RunOptions(
-            "blurmap", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
-            skip_existing, overwrite, format, heatmap=heatmap, max_sigma=max_sigma, as_json=as_json, shard=shard, quiet=quiet, backend=backend,
-            max_pixels=max_pixels,
-        )  # fmt: skip
-    )
+    from gkm_cli.engine.batch import BatchSettings
+
+    settings = BatchSettings(
+        "blurmap", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
+        skip_existing, overwrite, format, heatmap=heatmap, max_sigma=max_sigma, shard=shard_flag(shard),
+        backend=backend, max_pixels=max_pixels,
+    )  # fmt: skip
+    run_batch_command(settings, as_json=as_json, quiet=quiet)
 
 
 def register(app: typer.Typer, models_app: typer.Typer | None = None) -> None:

@@ -73,14 +73,17 @@ def run_pipeline(
     *,
     depth: int = 1,
     write_delay_s: float = 0.0,
+    cancel: threading.Event | None = None,
 ) -> list[Record]:
     """Run every job through the three stages; returns the records in input order.
 
-    ``write_delay_s`` (tests only) sleeps after each write, to interrupt a run mid-folder.
+    ``cancel``, set from another thread, winds the stages down at their next hand-over (the
+    records so far are returned). ``write_delay_s`` (tests only) sleeps after each write, to
+    interrupt a run mid-folder.
     """
     to_net: queue.Queue = queue.Queue(maxsize=depth)
     to_writer: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    stop = cancel if cancel is not None else threading.Event()
     errors: list[BaseException] = []
     records: list[Record] = []
     done = object()
