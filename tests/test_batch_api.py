@@ -64,9 +64,12 @@ def _comparable(record: dict, src: Path, out: Path) -> dict:
 
 
 @pytest.mark.parametrize("task", ["deblur", "blurmap"])
-def test_run_batch_writes_the_files_and_records_of_the_cli(task: str, folder: Path, weights: Path, tmp_path: Path):
+def test_run_batch_writes_the_files_and_records_of_the_cli(
+    task: str, folder: Path, weights: Path, tmp_path: Path
+) -> None:
     cli_out, api_out = tmp_path / "cli", tmp_path / "api"
-    r = CliRunner().invoke(app, [task, str(folder), "-r", "-o", str(cli_out), "--weights", str(weights), "--json", "-q"])
+    args = [task, str(folder), "-r", "-o", str(cli_out), "--weights", str(weights), "--json", "-q"]
+    r = CliRunner().invoke(app, args)
     assert r.exit_code == 1, r.output  # broken.png fails, the others are written
     cli_records = [json.loads(line) for line in r.stdout.splitlines()]
 
@@ -76,7 +79,8 @@ def test_run_batch_writes_the_files_and_records_of_the_cli(task: str, folder: Pa
     api_records = [e.as_json() for e in records] + [end.summary]
     assert end.failed and end.stopped is None and end.world is None
 
-    assert [_comparable(c, folder, cli_out) for c in cli_records] == [_comparable(a, folder, api_out) for a in api_records]
+    shown = [_comparable(rec, folder, cli_out) for rec in cli_records]
+    assert shown == [_comparable(rec, folder, api_out) for rec in api_records]
     assert _files(cli_out) == _files(api_out) and len(_files(api_out)) == (3 if task == "deblur" else 6)
     statuses = [rec.status for rec in records]
     assert statuses.count("ok") == 3 and statuses.count("failed") == 1
@@ -85,11 +89,11 @@ def test_run_batch_writes_the_files_and_records_of_the_cli(task: str, folder: Pa
     assert [e.status for e in again[:-1]] == ["failed" if s == "failed" else "skipped" for s in statuses]  # resumed
 
 
-def test_run_batch_names_settings_not_flags(folder: Path, weights: Path, tmp_path: Path):
-    with pytest.raises(SettingError, match="^bit_depth must be 8, 16 or 32, got 7$"):
+def test_run_batch_names_settings_not_flags(folder: Path, weights: Path, tmp_path: Path) -> None:
+    with pytest.raises(SettingError, match=r"^bit_depth must be 8, 16 or 32, got 7$"):
         run_batch(folder, tmp_path / "o", weights=weights, bit_depth=7)
-    with pytest.raises(SettingError, match="^shard 2/2: need 0 <= i < N$"):
+    with pytest.raises(SettingError, match=r"^shard 2/2: need 0 <= i < N$"):
         run_batch(folder, tmp_path / "o", weights=weights, shard=(2, 2))
-    with pytest.raises(SettingError, match="refusing to write over the input .* \\(use output FOLDER or suffix\\)"):
+    with pytest.raises(SettingError, match=r"refusing to write over the input .* \(use output FOLDER or suffix\)"):
         run_batch(folder / "a.png", folder / "a.png", weights=weights)
     assert not (tmp_path / "o").exists()  # nothing is created before the settings are known to be sane
