@@ -138,8 +138,9 @@ class Deblurrer:
 
         if weights is not None and is_foreign_weights(Path(weights)):  # authors' GKMNet .pth, spandrel models
             path = Path(weights)
-            net: GkmNetwork | None = load_any_foreign(path)
-            name = net.spec.name  # type: ignore[union-attr]
+            foreign = load_any_foreign(path)
+            net: GkmNetwork | None = foreign
+            name = foreign.spec.name
         else:
             name, path = resolve_model(model, Path(weights) if weights is not None else None)
             net = None
@@ -258,6 +259,7 @@ class Deblurrer:
         ``on_tile(done, total)`` reports progress through the tiles of a large image;
         ``strength``: this call's blend with the input (None: the Deblurrer's)."""
         result = self.engine.run(img.pixels, image=True, on_tile=on_tile, strength=self.strength if strength is None else strength)
+        assert result.image is not None  # image=True
         return with_pixels(img, result.image)
 
     def blurmap_image(self, img: Image, on_tile: TileProgress | None = None) -> np.ndarray:

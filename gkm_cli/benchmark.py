@@ -41,12 +41,20 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from gkm_cli.errors import GkmError, ModelError, UsageError
 from gkm_cli.runtime import autocast, host_info, intra_op_threads, parse_precision, precision_dtype, resolve_device, select_dtype
+
+if TYPE_CHECKING:  # the networks load lazily: `gkm benchmark --help` stays fast
+    from gkm_cli.nets.base import GkmNetwork
+
+#: One measured configuration as JSON (keys: RESULT_FIELDS).
+BenchRecord = dict[str, Any]
 
 #: Fields every result record carries (the JSON schema, checked by the tests).
 RESULT_FIELDS = (
@@ -165,7 +173,7 @@ def validate(cfg: BenchConfig) -> None:
 # MAC counting
 
 
-def _module_macs(module: nn.Module, inputs: tuple, output: object) -> tuple[float, float]:
+def _module_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: object) -> tuple[float, float]:
     """(true MACs, thop-rule ops) of one module call; (0, 0) for modules that are not counted."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         out = output if isinstance(output, torch.Tensor) else output[0]  # type: ignore[index]
@@ -193,7 +201,7 @@ def _module_macs(module: nn.Module, inputs: tuple, output: object) -> tuple[floa
     return 0.0, 0.0
 
 
-def count_macs(model_name: str, height: int, width: int, batch: int = 1, overrides: dict | None = None) -> MacCounts:
+def count_macs(model_name: str, height: int, width: int, batch: int = 1, overrides: dict[str, object] | None = None) -> MacCounts:
     """MACs of one inference forward of ``model_name`` on batch x 3 x height x width.
 
     Runs the reference path on the ``meta`` device (shapes only: instant, no memory), with
@@ -210,7 +218,7 @@ def count_macs(model_name: str, height: int, width: int, batch: int = 1, overrid
     model.set_fast_paths(False)
     totals = [0.0, 0.0]
 
-    def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: object) -> None:
         true, thop = _module_macs(module, inputs, output)
         totals[0] += true
         totals[1] += thop
@@ -265,7 +273,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _load_model(cfg: BenchConfig) -> tuple[nn.Module, str]:
+def _load_model(cfg: BenchConfig) -> tuple[GkmNetwork, str]:
     """The network to time: ``cfg.weights`` if given, else random initialisation (speed and
     memory do not depend on the weights' values)."""
     from gkm_cli.nets import TINY_OVERRIDES, create_model
@@ -273,7 +281,7 @@ def _load_model(cfg: BenchConfig) -> tuple[nn.Module, str]:
     if cfg.weights:
         from gkm_cli.nets.checkpoint import load_weights
 
-        model = load_weights(cfg.weights)
+        model = load_weights(Path(cfg.weights))
         if model.spec.name != cfg.model:
             raise ModelError(f"{cfg.weights} holds {model.spec.name}, not {cfg.model}")
         return model, str(cfg.weights)
@@ -282,32 +290,34 @@ def _load_model(cfg: BenchConfig) -> tuple[nn.Module, str]:
     return create_model(cfg.model, **overrides).eval(), "random init" + (" (tiny config)" if cfg.tiny else "")
 
 
-def _gaussian_methods(model: nn.Module, height: int, width: int, device: torch.device) -> dict[str, str]:
+def _gaussian_methods(model: GkmNetwork, height: int, width: int, device: torch.device) -> dict[str, str]:
     """The Gaussian-bank method the fast path uses at each scale (finest last), e.g. {"720x1280": "fft"}."""
-    from gkm_cli.ops.gaussian import choose_method
+    from gkm_cli.ops.gaussian import GaussianBank, choose_method
 
-    method = model.config.gaussian_method  # type: ignore[attr-defined]
-    m = model.spec.size_multiple  # type: ignore[attr-defined]
+    method = model.gaussian_method()
+    bank = getattr(model, "bank", None)  # every registry network has one
+    assert isinstance(bank, GaussianBank)
+    m = model.spec.size_multiple
     hp, wp = -(-height // m) * m, -(-width // m) * m
-    out = {}
-    for t in range(model.scales_count):  # type: ignore[attr-defined]
-        k = 2 ** (model.scales_count - 1 - t)  # type: ignore[attr-defined]
+    out: dict[str, str] = {}
+    for t in range(model.scales_count):
+        k = 2 ** (model.scales_count - 1 - t)
         h, w = hp // k, wp // k
-        out[f"{h}x{w}"] = choose_method(model.bank, h, w, device) if method == "auto" else method  # type: ignore[attr-defined]
+        out[f"{h}x{w}"] = choose_method(bank, h, w, device) if method == "auto" else method
     return out
 
 
-def _tiled_runner(model: nn.Module, device: torch.device, precision: str, tile: int, x: torch.Tensor) -> Callable[[], object]:
+def _tiled_runner(model: GkmNetwork, device: torch.device, precision: str, tile: int, x: torch.Tensor) -> Callable[[], object]:
     """A callable that runs one image through the tiling engine with ``tile`` px cores."""
     from gkm_cli.engine.runner import Engine
     from gkm_cli.engine.tiling import TileSettings
 
-    engine = Engine(model, device, precision_dtype(precision), TileSettings(tile=tile))  # type: ignore[arg-type]
+    engine = Engine(model, device, precision_dtype(precision), TileSettings(tile=tile))
     pixels = x[0].permute(1, 2, 0).float().cpu().numpy()
     return lambda: engine.run(pixels, image=True)
 
 
-def run_config(cfg: BenchConfig) -> dict:
+def run_config(cfg: BenchConfig) -> BenchRecord:
     """Measure one configuration in this process (see :func:`run_isolated` for clean RSS).
     ``cfg.threads`` holds for this measurement only: the previous thread count is restored."""
     validate(cfg)
@@ -315,11 +325,11 @@ def run_config(cfg: BenchConfig) -> dict:
         return _measure(cfg)
 
 
-def _measure(cfg: BenchConfig) -> dict:
+def _measure(cfg: BenchConfig) -> BenchRecord:
     device = resolve_device(cfg.device)
     model, weights = _load_model(cfg)
     model = model.to(device)
-    record: dict = {k: None for k in RESULT_FIELDS}
+    record: BenchRecord = dict.fromkeys(RESULT_FIELDS)
     record.update(
         model=cfg.model,
         width=cfg.width,
@@ -334,7 +344,7 @@ def _measure(cfg: BenchConfig) -> dict:
         threads=torch.get_num_threads(),
         weights=weights,
         gaussian_methods=_gaussian_methods(model, cfg.height, cfg.width, device),
-        params=model.inference_parameters(),  # type: ignore[operator]
+        params=model.inference_parameters(),
         runs=cfg.runs,
         warmup=cfg.warmup,
         paper_macs_g=model.spec.paper_macs_720p if (cfg.width, cfg.height) == (1280, 720) and not cfg.tiny else None,
@@ -342,7 +352,7 @@ def _measure(cfg: BenchConfig) -> dict:
     if cfg.count_macs:
         from gkm_cli.nets import TINY_OVERRIDES, model_config
 
-        overrides = model_config(model) if not cfg.tiny else TINY_OVERRIDES[cfg.model]  # type: ignore[arg-type]
+        overrides: dict[str, object] = model_config(model) if not cfg.tiny else dict(TINY_OVERRIDES[cfg.model])
         macs = count_macs(cfg.model, cfg.height, cfg.width, cfg.batch, overrides)
         record.update(macs_all_g=macs.all / 1e9, macs_modules_g=macs.modules / 1e9, macs_paper_g=macs.paper / 1e9)
 
@@ -422,10 +432,14 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def _image_of(out: object) -> torch.Tensor:
-    return out.image if hasattr(out, "image") else out  # type: ignore[return-value, attr-defined]
+    from gkm_cli.nets.base import DeblurOutput
+
+    image = out.image if isinstance(out, DeblurOutput) else out
+    assert isinstance(image, torch.Tensor)
+    return image
 
 
-def _fast_runner(cfg: BenchConfig, model: nn.Module, device: torch.device, x: torch.Tensor) -> Callable[[], object]:
+def _fast_runner(cfg: BenchConfig, model: GkmNetwork, device: torch.device, x: torch.Tensor) -> Callable[[], object]:
     """The callable timed as "fast": eager fast paths, optionally compiled or CUDA-graphed."""
     if cfg.tile is not None:
         if cfg.compile:
@@ -434,7 +448,7 @@ def _fast_runner(cfg: BenchConfig, model: nn.Module, device: torch.device, x: to
     forward: Callable[[torch.Tensor], object] = model
     if cfg.compile:
         try:
-            forward = torch.compile(model)  # type: ignore[assignment]
+            forward = torch.compile(model)
         except Exception as e:  # noqa: BLE001 - backend availability varies; report it in one line
             raise GkmError(f"--compile failed: {type(e).__name__}: {e}") from None
 
@@ -467,12 +481,12 @@ def _cuda_graph(run: Callable[[torch.Tensor], object], x: torch.Tensor, device: 
     return replay
 
 
-def _reference_runner(cfg: BenchConfig, model: nn.Module, device: torch.device, x: torch.Tensor) -> Callable[[], object]:
+def _reference_runner(cfg: BenchConfig, model: GkmNetwork, device: torch.device, x: torch.Tensor) -> Callable[[], object]:
     """The reference path of the same model (eager, direct 2-D bank, no fused kernels)."""
     inner = _tiled_runner(model, device, cfg.precision, cfg.tile, x) if cfg.tile is not None else None
 
     def run() -> object:
-        with model.reference_mode():  # type: ignore[operator]
+        with model.reference_mode():
             if inner is not None:
                 return inner()
             with autocast(device, precision_dtype(cfg.precision)):
@@ -485,7 +499,7 @@ def _reference_runner(cfg: BenchConfig, model: nn.Module, device: torch.device, 
 # Isolation, reports
 
 
-def run_isolated(cfg: BenchConfig, timeout: float | None = None) -> dict:
+def run_isolated(cfg: BenchConfig, timeout: float | None = None) -> BenchRecord:
     """Run :func:`run_config` in a fresh Python process (clean peak RSS) and return its record.
 
     Errors in the child come back as the same kind of :class:`GkmError` with its message.
@@ -505,7 +519,7 @@ def run_isolated(cfg: BenchConfig, timeout: float | None = None) -> dict:
     if not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise GkmError(f"benchmark worker failed (exit {proc.returncode}): {' | '.join(tail)}")
-    result = json.loads(lines[-1])
+    result: BenchRecord = json.loads(lines[-1])
     if "error" in result:
         kinds = {"UsageError": UsageError, "ModelError": ModelError}
         raise kinds.get(result.get("kind", ""), GkmError)(result["error"])
@@ -524,14 +538,14 @@ def _worker_main(argv: list[str]) -> int:
     return 0
 
 
-def mark_per_pixel_cost(results: list[dict]) -> list[dict]:
+def mark_per_pixel_cost(results: list[BenchRecord]) -> list[BenchRecord]:
     """Set ``per_pixel_vs_best``: each record's ns/pixel over the lowest ns/pixel of the same
     model, device, precision, batch and tiling in ``results`` (1.0 = the cheapest size). A size
     sweep whose ratios climb well above ~1.3 has a super-linear path at the larger sizes."""
-    def key(r: dict) -> tuple:
+    def key(r: BenchRecord) -> tuple[object, ...]:
         return (r["model"], r["device"], r["precision"], r["batch"], r["tile"], r["compile"], r["channels_last"])
 
-    best: dict[tuple, float] = {}
+    best: dict[tuple[object, ...], float] = {}
     for r in results:
         if r.get("ns_per_pixel"):
             best[key(r)] = min(best.get(key(r), math.inf), r["ns_per_pixel"])
@@ -545,7 +559,7 @@ def mark_per_pixel_cost(results: list[dict]) -> list[dict]:
 SWEEP_SIZES: tuple[tuple[int, int], ...] = ((256, 256), (512, 512), (1280, 720), (1920, 1080))
 
 
-def report(results: list[dict], device: torch.device | None = None) -> dict:
+def report(results: list[BenchRecord], device: torch.device | None = None) -> dict[str, object]:
     """The JSON document ``gkm benchmark --json`` prints: machine facts + one record per config."""
     from gkm_cli import __version__
 
@@ -567,7 +581,7 @@ def _fmt(value: object, spec: str = ".3f") -> str:
     return str(value)
 
 
-TABLE_COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
+TABLE_COLUMNS: tuple[tuple[str, Callable[[BenchRecord], str]], ...] = (
     ("model", lambda r: r["model"]),
     ("WxH", lambda r: f"{r['width']}x{r['height']}" + (f" x{r['batch']}" if r["batch"] > 1 else "")),
     ("device", lambda r: r["device"] + (f" tile {r['tile']}" if r["tile"] else "")),
@@ -587,7 +601,7 @@ TABLE_COLUMNS: tuple[tuple[str, Callable[[dict], str]], ...] = (
 )
 
 
-def to_markdown(doc: dict) -> str:
+def to_markdown(doc: dict[str, Any]) -> str:
     """A Markdown table of a :func:`report` document, with the machine it was measured on."""
     m = doc["machine"]
     lines = [

@@ -32,7 +32,8 @@ class _OneLineErrors(TyperGroup):
     """The ``gkm`` group: any :class:`GkmError` a command raises (nested groups included) ends as
     ``error: <one line>`` on stderr and the error's exit code; in-process runners see the same."""
 
-    def invoke(self, ctx: typer.Context) -> object:
+    # typer annotates invoke with its vendored click.Context; what arrives is its subclass typer.Context.
+    def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except GkmError as e:

@@ -34,7 +34,7 @@ from torch import nn
 
 from gkm_cli.errors import GkmError, ModelError, UsageError
 from gkm_cli.nets import GkmNetwork
-from gkm_cli.nets.base import pad_to_multiple
+from gkm_cli.nets.base import RecurrentState, pad_to_multiple
 from gkm_cli.ops.pyramid import upsample_to
 
 #: Default ONNX opset (ONNX Runtime >= 1.17 runs it; 17 is the oldest with everything we use).
@@ -84,11 +84,11 @@ class ExportWrapper(nn.Module):
                 stats, sums=[f["bottleneck"].mean(dim=(-2, -1)) for f in feats], count=[1.0] * len(feats)
             )
             context = m.make_context(stats)
-        state: dict = {}
+        state: RecurrentState = {}
         x_prev = pyramid[0]
-        last: dict = {}
+        last: dict[str, torch.Tensor] = {}
         for t, y_t in enumerate(pyramid):
-            x_up = upsample_to(x_prev, tuple(y_t.shape[-2:]))
+            x_up = upsample_to(x_prev, (y_t.shape[-2], y_t.shape[-1]))
             x_prev, last = m.step(t, y_t, x_up, feats[t], state, context, False)
         w = last["spatial_weights"]
         sigma = (w * last["group_sigmas"][:, :, None, None]).sum(1, keepdim=True) / (w.sum(1, keepdim=True) + 1e-6)
@@ -98,7 +98,7 @@ class ExportWrapper(nn.Module):
 def export_copy(model: GkmNetwork, method: str = "separable") -> GkmNetwork:
     """A deep copy of ``model`` in eval mode, fast paths on, Gaussian bank forced to ``method``."""
     m = copy.deepcopy(model).eval().set_fast_paths(True)
-    m.config = dataclasses.replace(m.config, gaussian_method=method)  # type: ignore[attr-defined]
+    m.config = dataclasses.replace(m.config, gaussian_method=method)
     return m
 
 
@@ -116,7 +116,7 @@ def export_onnx(model: GkmNetwork, path: Path | None, *, opset: int = DEFAULT_OP
             torch.onnx.export(
                 wrapper,
                 (sample,),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # the stubs say path only; a file object is documented
                 dynamo=False,
                 input_names=["input"],
                 output_names=["image", "sigma"],
@@ -128,7 +128,7 @@ def export_onnx(model: GkmNetwork, path: Path | None, *, opset: int = DEFAULT_OP
             raise GkmError(f"ONNX export of {model.spec.name} failed: {type(e).__name__}: {e}") from None
     data = buffer.getvalue()
     if path is not None:
-        from gkm_cli.nets.checkpoint import atomic_write_bytes
+        from gkm_cli.fileio import atomic_write_bytes
 
         atomic_write_bytes(Path(path), data)
     return data

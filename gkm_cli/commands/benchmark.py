@@ -89,7 +89,7 @@ def benchmark(
         results.append(run_config(cfg) if in_process else run_isolated(cfg))
     doc = report(results)
     if markdown is not None:
-        from gkm_cli.nets.checkpoint import atomic_write_bytes
+        from gkm_cli.fileio import atomic_write_bytes
 
         atomic_write_bytes(markdown, to_markdown(doc).encode())
     if as_json:

@@ -197,7 +197,7 @@ def _run(request: EvaluateRequest, err: Console) -> int:
     for path in reports:
         if path.suffix.lower() not in REPORT_SUFFIXES:
             raise UsageError(f"unknown report format for {path} (use {', '.join(REPORT_SUFFIXES)})")
-    folders = (("PRED_DIR", pred_dir), ("GT_DIR", gt_dir), ("--input-dir", request.input_dir), ("--data", model_run and model_run.data))
+    folders = (("PRED_DIR", pred_dir), ("GT_DIR", gt_dir), ("--input-dir", request.input_dir), ("--data", model_run.data if model_run else None))
     for label, folder in folders:
         if folder is not None and not folder.is_dir():
             raise UsageError(f"{label} is not a folder: {folder}")

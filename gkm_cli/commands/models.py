@@ -35,6 +35,7 @@ def import_weights(
 
 
 def _import(source: Path, output: Path, licence: str, variant: str | None, batch_norm: str, overwrite: bool, err: Console) -> None:
+    from gkm_cli.nets.gkmnet import GKMNet
     from gkm_cli.nets.importers import import_card, load_foreign, save_imported
 
     if output.suffix != ".safetensors":
@@ -49,8 +50,12 @@ def _import(source: Path, output: Path, licence: str, variant: str | None, batch
     command = shlex.join(["gkm", *sys.argv[1:]]) if sys.argv and Path(sys.argv[0]).name in ("gkm", "__main__.py") else ""
     card = import_card(source, imported, licence.strip(), command)
     save_imported(imported, output, card)
-    what = f"{imported.model.spec.name}" + (f" (variant {imported.variant}, bank {card['config']['bank_layout']}, BN {card['config']['batch_norm']})" if imported.kind == "gkmnet" else "")
-    err.print(f"wrote {output} and {output.with_suffix('.json')}: {what}, {card['parameters'] / 1e6:.3f} M parameters", highlight=False)
+    model = imported.model
+    what = model.spec.name
+    if isinstance(model, GKMNet):  # the authors' GKMNet (kind "gkmnet"): which of their layouts
+        what += f" (variant {imported.variant}, bank {model.config.bank_layout}, BN {model.config.batch_norm})"
+    parameters = model.inference_parameters()
+    err.print(f"wrote {output} and {output.with_suffix('.json')}: {what}, {parameters / 1e6:.3f} M parameters", highlight=False)
 
 
 def register(app: typer.Typer, models_app: typer.Typer | None = None) -> None:

@@ -184,12 +184,12 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             if as_json:
                 typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
             elif not quiet:
-                val = result.last_val
+                last_val = result.last_val
                 msg = f"trained {cfg.model} to step {result.steps} in {result.wall_s:.0f} s -> {out}/last.safetensors"
                 if result.stopped:
                     msg += f" (stopped by --{result.stopped} before step {cfg.steps})"
-                if val:
-                    msg += f"; val PSNR {val['psnr']:.2f} dB (input {val['input_psnr']:.2f}), best {result.best_psnr:.2f}"
+                if last_val:
+                    msg += f"; val PSNR {last_val['psnr']:.2f} dB (input {last_val['input_psnr']:.2f}), best {result.best_psnr:.2f}"
                 typer.echo(msg, err=True)
 
     @train_app.command("plot")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -170,8 +170,8 @@ def plan_jobs(
     names_file = (
         output is not None and Path(output).suffix.lower() in SUPPORTED_SUFFIXES | {".npy"} and not Path(output).is_dir()
     )
-    if names_file and len(sources) == 1 and sources[0].listed:
-        return [Job(sources[0], Path(output))]  # type: ignore[arg-type]
+    if names_file and output is not None and len(sources) == 1 and sources[0].listed:
+        return [Job(sources[0], Path(output))]
     if names_file:
         what = f"{len(sources)} inputs" if len(sources) != 1 else "an input that is not a single named file"
         raise SettingError("output", f"{output}: names one file but got {what}; give an output folder instead")
@@ -226,7 +226,7 @@ def check_jobs(jobs: Sequence[Job], sidecar: Callable[[Path], Path | None] | Non
             seen[key] = job
 
 
-def _same_file_as_any(target: Path, inputs) -> bool:
+def _same_file_as_any(target: Path, inputs: Iterable[Path]) -> bool:
     if not target.exists():
         return False
     for path in inputs:

@@ -25,13 +25,15 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from gkm_cli.fileio import file_sha256  # re-exported: the folder runs hash inputs through it
 
 __all__ = ["MANIFEST_NAME", "InputId", "Manifest", "file_sha256", "settings_key"]
 
 MANIFEST_NAME: Final = ".gkm-outputs.jsonl"
+#: One JSON line of the manifest as read back (written by this module; checked field by field).
+ManifestRecord = dict[str, Any]
 
 
 def settings_key(settings: Mapping[str, object]) -> str:
@@ -63,16 +65,16 @@ class Manifest:
     """
 
     settings: str
-    _folders: dict[Path, dict[str, dict]] = field(default_factory=dict)
+    _folders: dict[Path, dict[str, ManifestRecord]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)  # reader and writer threads
 
     # --- reading ------------------------------------------------------------------------------
-    def _records(self, folder: Path) -> dict[str, dict]:
+    def _records(self, folder: Path) -> dict[str, ManifestRecord]:
         key = folder.resolve()
         with self._lock:
             if key in self._folders:
                 return self._folders[key]
-        found: dict[str, dict] = {}
+        found: dict[str, ManifestRecord] = {}
         try:
             with open(folder / MANIFEST_NAME, encoding="utf-8") as fh:
                 for line in fh:
@@ -87,7 +89,7 @@ class Manifest:
         with self._lock:
             return self._folders.setdefault(key, found)
 
-    def record_for(self, path: Path) -> dict | None:
+    def record_for(self, path: Path) -> ManifestRecord | None:
         """The record of ``path`` if the file there is still the one recorded, else None."""
         rec = self._records(path.parent).get(path.name)
         if rec is None:

@@ -59,7 +59,8 @@ class MapSettings:
 def quantise_sigma(sigma: np.ndarray, max_sigma: float, top: int) -> np.ndarray:
     """round(clip(sigma / max_sigma, 0, 1) * top) as uint16 (NaN -> 0)."""
     v = np.nan_to_num(sigma.astype(np.float32), nan=0.0) * np.float32(top / max_sigma)
-    return np.rint(np.clip(v, 0, top)).astype(np.uint16)
+    quantised: np.ndarray = np.rint(np.clip(v, 0, top)).astype(np.uint16)
+    return quantised
 
 
 def heatmap_rgb(sigma: np.ndarray, max_sigma: float) -> np.ndarray:
@@ -89,9 +90,10 @@ def sidecar_path(output: Path) -> Path:
     return output.with_suffix(".json")
 
 
-def sidecar_record(sigma: np.ndarray, settings: MapSettings, **provenance: object) -> dict:
+def sidecar_record(sigma: np.ndarray, settings: MapSettings, **provenance: object) -> dict[str, object]:
     """What a reader needs to turn stored values back into sigma, plus summary statistics."""
     finite = sigma[np.isfinite(sigma)]
+    encoding: dict[str, object]
     if settings.heatmap:
         encoding = {
             "encoding": "heatmap (OpenCV COLORMAP_INFERNO, 8-bit)",

@@ -43,7 +43,7 @@ class Record:
     error: str | None = None
     megapixels: float | None = None
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -81,14 +81,14 @@ def run_pipeline(
     records so far are returned). ``write_delay_s`` (tests only) sleeps after each write, to
     interrupt a run mid-folder.
     """
-    to_net: queue.Queue = queue.Queue(maxsize=depth)
-    to_writer: queue.Queue = queue.Queue(maxsize=depth)
+    to_net: queue.Queue[object] = queue.Queue(maxsize=depth)
+    to_writer: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = cancel if cancel is not None else threading.Event()
     errors: list[BaseException] = []
     records: list[Record] = []
     done = object()
 
-    def put(q: queue.Queue, item: object) -> None:
+    def put(q: queue.Queue[object], item: object) -> None:
         while True:
             if stop.is_set():
                 raise _Stop()
@@ -98,7 +98,7 @@ def run_pipeline(
             except queue.Full:
                 continue
 
-    def get(q: queue.Queue) -> Any:
+    def get(q: queue.Queue[object]) -> Any:
         while True:
             if stop.is_set():
                 raise _Stop()

@@ -45,7 +45,7 @@ from gkm_cli.engine.tiling import (
     single_plan,
 )
 from gkm_cli.errors import GkmError, SettingError, SettingText, setting_ref
-from gkm_cli.nets import ContextStats, GkmNetwork
+from gkm_cli.nets import Context, ContextStats, GkmNetwork
 from gkm_cli.runtime import autocast
 
 Notify = Callable[[str], None]
@@ -213,17 +213,19 @@ class Engine:
 
     def _context_stats(self, x: torch.Tensor, tile: Tile, plan: TilePlan) -> ContextStats:
         """One tile's context statistics, in float32 (re-run in fp32 if not finite)."""
-        args = (tile.core_in_tile(), tile.box[:2], (plan.height, plan.width))
+        core, origin, full = tile.core_in_tile(), (tile.box[0], tile.box[1]), (plan.height, plan.width)
         with autocast(self.device, self.dtype):
-            stats = self.model.context_stats_padded(x, *args)
+            stats = self.model.context_stats_padded(x, core, origin, full)
         assert stats is not None
         stats = _stats_float(stats)
         if self.dtype != torch.float32 and not _stats_finite(stats):
             self._say_precision()
-            stats = _stats_float(self.model.context_stats_padded(x, *args))  # type: ignore[arg-type]
+            again = self.model.context_stats_padded(x, core, origin, full)
+            assert again is not None
+            stats = _stats_float(again)
         return stats
 
-    def _forward(self, x: torch.Tensor, context, image: bool, sigma: bool) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
+    def _forward(self, x: torch.Tensor, context: Context | None, image: bool, sigma: bool) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
         """One forward pass; returns (image, sigma, re-ran in fp32)."""
 
         def once(dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -200,7 +200,7 @@ class EvalReport:
     def infinite_counts(self) -> dict[str, dict[str, int]]:
         """How many images' values were infinite (left out of the means), per metric, for
         ``"metrics"``, ``"baseline"`` and ``"gain"``; metrics without any are not listed."""
-        groups = {
+        groups: dict[str, list[Mapping[str, float]]] = {
             "metrics": [r.metrics for r in self.images],
             "baseline": [r.baseline for r in self.images if r.baseline is not None],
             "gain": [g for g in (r.gain for r in self.images) if g is not None],
@@ -221,17 +221,12 @@ class EvalReport:
         rows = [g for g in (r.gain for r in self.images) if g is not None]
         return _mean_of(rows, self.metrics) if rows else None
 
-    def mean_with_baseline(self) -> dict[str, float] | None:
-        """Mean output metric over the same images as :meth:`mean_baseline`."""
-        rows = [r.metrics for r in self.images if r.baseline is not None]
-        return _mean_of(rows, self.metrics) if rows else None
-
 
 def _gain(metric: str, out: float, base: float) -> float:
     return out - base if HIGHER_IS_BETTER[metric] else base - out
 
 
-def _mean_of(rows: list[Mapping[str, float]], metrics: tuple[str, ...]) -> dict[str, float]:
+def _mean_of(rows: Sequence[Mapping[str, float]], metrics: tuple[str, ...]) -> dict[str, float]:
     """Mean of the finite values of each metric; infinite ones are counted apart (see
     :meth:`EvalReport.infinite_counts`). All infinite: their common value (or nan if mixed)."""
     out: dict[str, float] = {}
@@ -394,8 +389,8 @@ def _ranking_key(metrics: tuple[str, ...], with_baseline: bool) -> tuple[str, st
 # the loop
 
 
-class _Progress(TypingProtocol):
-    def __call__(self, done: int, total: int | None, name: str) -> None: ...
+#: ``progress(done, total, name)`` after each scored item (total None: unknown).
+ProgressCallback = Callable[[int, int | None, str], None]
 
 
 def evaluate_pairs(
@@ -404,7 +399,7 @@ def evaluate_pairs(
     *,
     sources: Mapping[str, str | None] | None = None,
     total: int | None = None,
-    progress: _Progress | None = None,
+    progress: ProgressCallback | None = None,
     lpips_net: LpipsAlex | None = None,
     expect_inputs: bool | None = None,
 ) -> EvalReport:
@@ -627,7 +622,7 @@ def evaluate_folders(
     settings: EvalSettings = EvalSettings(),
     *,
     reader: Reader | None = None,
-    progress: _Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> EvalReport:
     """Pair ``pred_dir`` and ``gt_dir`` (and ``input_dir``) by stem and score every pair.
 

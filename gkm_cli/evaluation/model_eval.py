@@ -8,14 +8,31 @@ unless a save folder is given; the blurred inputs are always scored too, so the 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from gkm_cli.data.layouts import DatasetLayout, detect_layout, list_pairs
 from gkm_cli.errors import GkmError
-from gkm_cli.evaluation.core import EvalReport, EvalSettings, PairSample, evaluate_pairs, exact_pixels
-from gkm_cli.evaluation.pairing import Problem
-from gkm_cli.images import read_image, write_image
+from gkm_cli.evaluation.core import (
+    EvalReport,
+    EvalSettings,
+    PairSample,
+    ProgressCallback,
+    evaluate_pairs,
+    exact_pixels,
+)
+from gkm_cli.evaluation.pairing import Problem, ProblemKind
+from gkm_cli.images import Image, read_image, write_image
+
+
+class ImageDeblurrer(Protocol):
+    """What scoring a model needs of :class:`gkm_cli.api.Deblurrer` (a protocol, not an import:
+    keeps evaluation free of the engine)."""
+
+    def deblur_image(self, img: Image) -> Image: ...
+
+    def describe(self) -> Mapping[str, object]: ...
 
 #: The split scored by default for layouts that have several.
 TEST_SPLITS = ("test_c", "test_data", "test")
@@ -30,13 +47,13 @@ def default_split(layout: DatasetLayout) -> str | None:
 
 
 def evaluate_model_on_dataset(
-    deblurrer,  # gkm_cli.api.Deblurrer (not imported: keeps evaluation free of the engine)
+    deblurrer: ImageDeblurrer,
     root: Path,
     settings: EvalSettings,
     *,
     split: str | None = None,
     save_dir: Path | None = None,
-    progress: Callable[[int, int | None, str], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[EvalReport, DatasetLayout, str | None]:
     """Deblur every blurred image of the dataset at ``root`` and score output and input vs sharp.
 
@@ -53,7 +70,7 @@ def evaluate_model_on_dataset(
 
     def samples() -> Iterator[PairSample | Problem]:
         for m in getattr(pairs, "missing", []):
-            kind = "missing_gt" if m.role == "blur" else "missing_prediction"
+            kind: ProblemKind = "missing_gt" if m.role == "blur" else "missing_prediction"
             yield Problem(name=Path(m.path).stem, kind=kind, detail=f"{m.path}: no partner", paths=(str(m.path),))
         for pair in pairs:
             try:

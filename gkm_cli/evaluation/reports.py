@@ -304,11 +304,11 @@ def render_html(report: EvalReport) -> str:
         f"gkm {e(report.gkm_version)}, {e(report.created_utc)}, {report.elapsed_s:.1f} s on {e(report.device)}</li></ul>"
     )
     inf = report.infinite_counts()["metrics"]
-    left = (" Infinite values (identical pairs) are left out of the means: " + ", ".join(f"{m} {n}" for m, n in inf.items()) + ".") if inf else ""
-    parts.append(f"<h2>Summary</h2><p>Mean of per-image values; gain is positive when the output beats the input.{e(left)}</p>")
+    inf_note = (" Infinite values (identical pairs) are left out of the means: " + ", ".join(f"{m} {n}" for m, n in inf.items()) + ".") if inf else ""
+    parts.append(f"<h2>Summary</h2><p>Mean of per-image values; gain is positive when the output beats the input.{e(inf_note)}</p>")
     parts.append("<table id='summary'><thead><tr><th>metric</th><th>output</th><th>input</th><th>gain</th></tr></thead><tbody>")
-    for a, b, c, d in _summary_rows(report):
-        parts.append(f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td><td>{e(d)}</td></tr>")
+    for row in _summary_rows(report):
+        parts.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>")
     parts.append("</tbody></table>")
 
     parts.append("<h2>Protocol</h2><table id='protocol'><tbody>")
@@ -319,8 +319,11 @@ def render_html(report: EvalReport) -> str:
     parts.append("<h2>Problems</h2>")
     if report.problems:
         parts.append("<ul class='problems'>")
-        for p in report.problems:
-            parts.append(f"<li><b>{e(p.kind)}</b> <code>{e(p.name)}</code> ({e(p.consequence)}): {e(p.detail)}</li>")
+        for problem in report.problems:
+            parts.append(
+                f"<li><b>{e(problem.kind)}</b> <code>{e(problem.name)}</code> ({e(problem.consequence)}): "
+                f"{e(problem.detail)}</li>"
+            )
         parts.append("</ul>")
     else:
         parts.append("<p>None.</p>")

@@ -122,7 +122,7 @@ def _captured_stderr() -> Iterator[list[bytes]]:
                         sys.stderr.flush()
                     os.dup2(saved, 2)
                     tmp.seek(0)
-                    other = []
+                    other: list[bytes] = []
                     for line in tmp.read().splitlines(keepends=True):
                         if line.strip():  # decoders end some messages with an empty line
                             (lines if _DECODER_LINE.match(line.lstrip()) else other).append(line)

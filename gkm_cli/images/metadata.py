@@ -98,30 +98,30 @@ def ifd_bytes(ifd: Ifd, start: int, bo: str, fixed: tuple[tuple[int, int, int, b
     copied as they are.
     """
     own = {t.code for t in ifd.tags} | {c for c, _ in ifd.children}
-    items: list[tuple[int, int, object]] = [(t.code, 0, t) for t in ifd.tags]
-    items += [(c, 1, sub) for c, sub in ifd.children]
-    items += [(f[0], 2, f) for f in fixed if f[0] not in own]
+    # (code, entry): a field, a sub-IFD behind a pointer tag, or a fixed entry; sorted by code
+    # (stable: at equal codes, fields before sub-IFDs before fixed entries).
+    items: list[tuple[int, TiffTag | Ifd | tuple[int, int, int, bytes]]] = [(t.code, t) for t in ifd.tags]
+    items += [(c, sub) for c, sub in ifd.children]
+    items += [(f[0], f) for f in fixed if f[0] not in own]
     items.sort(key=lambda it: it[0])
     data_at = start + 2 + 12 * len(items) + 4
     tail = bytearray()
     fields: dict[int, bytes] = {}
-    for i, (_, kind, item) in enumerate(items):
-        if kind == 0:
-            tag = item  # type: ignore[assignment]
-            assert isinstance(tag, TiffTag)
-            if len(tag.data) <= 4:
-                fields[i] = struct.pack(bo + "HHI", tag.code, tag.dtype, tag.count) + tag.data.ljust(4, b"\x00")
+    for i, (_, item) in enumerate(items):
+        if isinstance(item, TiffTag):
+            if len(item.data) <= 4:
+                fields[i] = struct.pack(bo + "HHI", item.code, item.dtype, item.count) + item.data.ljust(4, b"\x00")
             else:
-                fields[i] = struct.pack(bo + "HHII", tag.code, tag.dtype, tag.count, data_at + len(tail))
-                tail += tag.data + b"\x00" * (len(tag.data) % 2)
-        elif kind == 2:
-            code, dtype, count, value = item  # type: ignore[misc]
+                fields[i] = struct.pack(bo + "HHII", item.code, item.dtype, item.count, data_at + len(tail))
+                tail += item.data + b"\x00" * (len(item.data) % 2)
+        elif isinstance(item, tuple):
+            code, dtype, count, value = item
             fields[i] = struct.pack(bo + "HHI", code, dtype, count) + value
-    for i, (code, kind, item) in enumerate(items):
-        if kind == 1:
+    for i, (code, item) in enumerate(items):  # sub-IFDs after every field's value
+        if isinstance(item, Ifd):
             at = data_at + len(tail)
             fields[i] = struct.pack(bo + "HHII", code, 4, 1, at)
-            tail += ifd_bytes(item, at, bo, ())  # type: ignore[arg-type]
+            tail += ifd_bytes(item, at, bo, ())
     head = struct.pack(bo + "H", len(items)) + b"".join(fields[i] for i in range(len(items))) + b"\x00" * 4
     return head + bytes(tail)
 

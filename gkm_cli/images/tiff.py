@@ -40,7 +40,7 @@ _XMP_TAG, _ICC_TAG = 700, 34675
 
 def read_tiff(buf: Buffer, name: str, fh: io.BufferedReader | None, limit: int = 0) -> Image:
     """First page of a TIFF -> Image. LZW/JPEG-compressed data falls back to OpenCV's libtiff."""
-    src: io.BufferedReader | io.BytesIO = fh if fh is not None else io.BytesIO(buf)  # type: ignore[arg-type]
+    src: io.BufferedReader | io.BytesIO = fh if fh is not None else io.BytesIO(buf)
     try:
         with _quiet_tifffile(), tifffile.TiffFile(src) as tif:
             pages = tif.pages
@@ -96,7 +96,7 @@ def _tiff_pixels(
     extras = tuple(int(e) for e in page.extrasamples)
     spp = int(page.samplesperpixel)
     if photometric not in (0, 1, 2, 3, 6):
-        raise ImageReadError(f"{name}: unsupported TIFF colour space ({page.photometric.name})")
+        raise ImageReadError(f"{name}: unsupported TIFF colour space ({_enum_name(page.photometric)})")
     gray = photometric in (0, 1)
     n_color = 1 if photometric in (0, 1, 3) else 3
     n_extra = spp - n_color
@@ -120,7 +120,7 @@ def _tiff_pixels(
         want = (int(page.imagelength), int(page.imagewidth))
         if arr.shape[:2] != want or (arr.ndim == 3 and arr.shape[2] != min(spp, 4)) or (arr.ndim == 2 and spp != 1):
             raise ImageReadError(
-                f"{name}: cannot decode this {page.compression.name} TIFF layout (needs the imagecodecs package)"
+                f"{name}: cannot decode this {_enum_name(page.compression)} TIFF layout (needs the imagecodecs package)"
             ) from None
     if arr.ndim == 3 and arr.shape[2] > n_color + 1:
         arr = arr[:, :, : n_color + 1]
@@ -163,6 +163,11 @@ def _tag_bytes(tag: tifffile.TiffTag | None) -> bytes | None:
     return bytes(np.asarray(value, dtype=np.uint8)) if not isinstance(value, bytes) else value
 
 
+def _enum_name(value: object) -> str:
+    """tifffile's enum member's name (its stubs say int; an unknown code stays a plain int)."""
+    return str(getattr(value, "name", value))
+
+
 def _tiff_raw_meta(buf: Buffer, bo: str, name: str) -> tuple[tuple[TiffTag, ...], bytes | None]:
     """Carried descriptive tags and a rebuilt EXIF blob from a classic TIFF's IFD0."""
     if struct.unpack(bo + "H", buf[2:4])[0] != 42:
@@ -203,7 +208,7 @@ def encode_tiff(
     tifffile.imwrite(
         buf,
         native,
-        byteorder=bo,
+        byteorder="<" if bo == "<" else ">",  # the Literal tifffile wants; bo is one of the two
         photometric="minisblack" if pixels.shape[2] == 1 else "rgb",
         planarconfig="contig" if native.ndim == 3 else None,
         extrasamples=((1 if premult else 2),) if alpha is not None else None,

@@ -55,6 +55,20 @@ class LpipsAlex(nn.Module):
     (1 x C x 1 x 1). Scaling constants are buffers, not weights.
     """
 
+    # Registered in __init__ by add_module / register_buffer; declared here for the type checker.
+    conv1: nn.Conv2d
+    conv2: nn.Conv2d
+    conv3: nn.Conv2d
+    conv4: nn.Conv2d
+    conv5: nn.Conv2d
+    lin1: nn.Conv2d
+    lin2: nn.Conv2d
+    lin3: nn.Conv2d
+    lin4: nn.Conv2d
+    lin5: nn.Conv2d
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         for i, (cin, cout, k, s, p) in enumerate(_CONVS, start=1):
@@ -155,7 +169,8 @@ def lpips(
     if inputs_in_01:
         x, y = x * 2.0 - 1.0, y * 2.0 - 1.0
     with torch.inference_mode():
-        return net(x, y)
+        distance: torch.Tensor = net(x, y)
+    return distance
 
 
 def _check_image(size: int) -> np.ndarray:
@@ -180,7 +195,8 @@ def _gaussian_blur_np(img: np.ndarray, sigma: float) -> np.ndarray:
     p = np.pad(img, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
     h, w = img.shape[:2]
     rows = sum(k[i] * p[:, i : i + w] for i in range(k.size))
-    return sum(k[i] * rows[i : i + h] for i in range(k.size))
+    blurred: np.ndarray = sum(k[i] * rows[i : i + h] for i in range(k.size))
+    return blurred
 
 
 def check_pair(size: int = 128, sigma: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,15 +8,28 @@ untiled runs then agree.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gkm_cli.nets.blocks import HasFastPaths
+from gkm_cli.ops.gaussian import ConvMethod
 from gkm_cli.ops.pyramid import build_pyramid, upsample_to
+
+#: What one scale step hands to the next (recurrent cell states by name: per-network contents).
+RecurrentState = dict[str, Any]
+
+
+class NetworkConfig(Protocol):
+    """An architecture's config: a dataclass (checkpoints record it with ``dataclasses.asdict``)."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,7 @@ class GkmNetwork(nn.Module):
     """
 
     spec: ModelSpec
+    config: NetworkConfig
     scales_count: int = 3
     uses_context: bool = False
     #: Fast inference paths on (default) or the plain reference path; see :meth:`reference_mode`.
@@ -165,19 +179,20 @@ class GkmNetwork(nn.Module):
         """
         for m in self.modules():
             if hasattr(type(m), "fast_paths"):
-                m.fast_paths = enabled  # type: ignore[assignment]
+                cast(HasFastPaths, m).fast_paths = enabled
         return self
 
     @contextmanager
     def reference_mode(self) -> Iterator[GkmNetwork]:
         """``with model.reference_mode(): model(y)`` runs the reference path, then restores."""
-        saved = [(m, m.fast_paths) for m in self.modules() if hasattr(type(m), "fast_paths")]
+        saved = [cast(HasFastPaths, m) for m in self.modules() if hasattr(type(m), "fast_paths")]
+        flags = [m.fast_paths for m in saved]
         self.set_fast_paths(False)
         try:
             yield self
         finally:
-            for m, flag in saved:
-                m.fast_paths = flag  # type: ignore[assignment]
+            for m, flag in zip(saved, flags):
+                m.fast_paths = flag
 
     def feature_input(self, y_t: torch.Tensor) -> torch.Tensor:
         """The extractor's input: channels_last on the CPU in fast mode (oneDNN's convolutions
@@ -186,10 +201,11 @@ class GkmNetwork(nn.Module):
             return y_t.contiguous(memory_format=torch.channels_last)
         return y_t
 
-    def gaussian_method(self) -> str:
+    def gaussian_method(self) -> ConvMethod:
         """The Gaussian-bank method in use: the config's (``auto`` by default), ``direct`` in
-        reference mode."""
-        return self.config.gaussian_method if self.fast_paths else "direct"  # type: ignore[attr-defined]
+        reference mode. Networks without a Gaussian bank (spandrel's) have no such field."""
+        configured: ConvMethod = getattr(self.config, "gaussian_method", "auto")
+        return configured if self.fast_paths else "direct"
 
     def features(self, y_t: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -200,10 +216,10 @@ class GkmNetwork(nn.Module):
         y_t: torch.Tensor,
         x_up: torch.Tensor,
         feats: dict[str, torch.Tensor],
-        state: dict,
+        state: RecurrentState,
         context: Context | None,
         reconstruct: bool,
-    ) -> tuple[torch.Tensor, dict]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
     # --- global context -------------------------------------------------------------------
@@ -246,9 +262,10 @@ class GkmNetwork(nn.Module):
         total: ContextStats | None = None
         for t, f in enumerate(feats):
             k = 2 ** (self.scales_count - 1 - t)
+            top, left, height, width = core
             part = self.scale_stats(
                 f,
-                tuple(v // k for v in core),  # type: ignore[arg-type]
+                (top // k, left // k, height // k, width // k),
                 (origin[0] // k, origin[1] // k),
                 (full[0] // k, full[1] // k),
             )
@@ -278,12 +295,13 @@ class GkmNetwork(nn.Module):
         feats = [self.features(self.feature_input(y_t)) for y_t in pyramid]
         if context is None and self.uses_context:
             context = self.make_context(self.context_stats_padded(padded, feats=feats))
-        state: dict = {}
+        state: RecurrentState = {}
         x_prev = pyramid[0]
-        outputs, recon = [], []
-        last: dict = {}
+        outputs: list[torch.Tensor] = []
+        recon: list[torch.Tensor] = []
+        last: dict[str, torch.Tensor] = {}
         for t, y_t in enumerate(pyramid):
-            x_up = upsample_to(x_prev, tuple(y_t.shape[-2:]))
+            x_up = upsample_to(x_prev, (y_t.shape[-2], y_t.shape[-1]))
             x_t, last = self.step(t, y_t, x_up, feats[t], state, context, reconstruct)
             outputs.append(x_t)
             if "reconstruction" in last:

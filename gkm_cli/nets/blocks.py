@@ -9,9 +9,14 @@ gradient is recorded); ``GkmNetwork.reference_mode()`` switches every flag off s
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: A ConvLSTM's (h, c).
+LstmState = tuple[torch.Tensor, torch.Tensor]
 
 
 def fold_bn(
@@ -21,21 +26,30 @@ def fold_bn(
 
     ``weight`` is the conv's (out, in, kh, kw) weight, or (in, out, kh, kw) when ``transposed``.
     """
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps) if bn.affine else torch.rsqrt(bn.running_var + bn.eps)
-    shift = (bn.bias if bn.affine else 0.0) - bn.running_mean * scale
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:
+        raise ValueError("fold_bn needs a BatchNorm with running statistics (track_running_stats=True)")
+    scale = bn.weight * torch.rsqrt(var + bn.eps) if bn.affine else torch.rsqrt(var + bn.eps)
+    shift = (bn.bias if bn.affine else 0.0) - mean * scale
     w = weight * (scale.view(1, -1, 1, 1) if transposed else scale.view(-1, 1, 1, 1))
     b = shift if bias is None else bias * scale + shift
     return w, b
 
 
-def _can_fold(module: nn.Module, bn: nn.BatchNorm2d) -> bool:
+class HasFastPaths(Protocol):
+    """A module with a fast inference path that ``GkmNetwork.reference_mode()`` can switch off."""
+
+    fast_paths: bool
+
+
+def _can_fold(module: HasFastPaths, bn: nn.BatchNorm2d) -> bool:
     """Fold BN only where it uses running statistics (eval mode with tracked stats)."""
-    return bool(module.fast_paths) and not bn.training and bn.running_var is not None  # type: ignore[attr-defined]
+    return module.fast_paths and not bn.training and bn.running_var is not None
 
 
-def _in_place_ok(module: nn.Module) -> bool:
+def _in_place_ok(module: HasFastPaths) -> bool:
     """In-place arithmetic on intermediates is safe only when autograd records nothing."""
-    return bool(module.fast_paths) and not torch.is_grad_enabled()  # type: ignore[attr-defined]
+    return module.fast_paths and not torch.is_grad_enabled()
 
 
 def conv3(cin: int, cout: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -51,11 +65,12 @@ class ConvBnRelu(nn.Sequential):
         super().__init__(conv3(cin, cout, stride), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv, bn = self[0], self[1]
+        conv, bn = cast(nn.Conv2d, self[0]), cast(nn.BatchNorm2d, self[1])
         if not _can_fold(self, bn):
-            return super().forward(x)
+            out: torch.Tensor = self[2](bn(conv(x)))  # what nn.Sequential.forward does
+            return out
         w, b = fold_bn(conv.weight, conv.bias, bn)
-        return F.relu_(F.conv2d(x, w, b, conv.stride, conv.padding))
+        return F.relu_(F.conv2d(x, w, b, conv.stride, cast(tuple[int, int], conv.padding)))
 
 
 class UpBnRelu(nn.Sequential):
@@ -67,11 +82,12 @@ class UpBnRelu(nn.Sequential):
         super().__init__(nn.ConvTranspose2d(cin, cout, 2, stride=2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv, bn = self[0], self[1]
+        conv, bn = cast(nn.ConvTranspose2d, self[0]), cast(nn.BatchNorm2d, self[1])
         if not _can_fold(self, bn):
-            return super().forward(x)
+            out: torch.Tensor = self[2](bn(conv(x)))  # what nn.Sequential.forward does
+            return out
         w, b = fold_bn(conv.weight, conv.bias, bn, transposed=True)
-        return F.relu_(F.conv_transpose2d(x, w, b, conv.stride, conv.padding))
+        return F.relu_(F.conv_transpose2d(x, w, b, conv.stride, cast(tuple[int, int], conv.padding)))
 
 
 class PostActResBlock(nn.Module):
@@ -85,11 +101,16 @@ class PostActResBlock(nn.Module):
         self.conv2 = ConvBnRelu(ch, ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # nn.Module.__call__ is typed Any in torch: the annotations say what comes back.
+        y: torch.Tensor
+        out: torch.Tensor
         if _in_place_ok(self):
             y = self.conv1(x).add_(x)
-            return self.conv2(y).add_(y)
-        y = x + self.conv1(x)
-        return y + self.conv2(y)
+            out = self.conv2(y).add_(y)
+        else:
+            y = x + self.conv1(x)
+            out = y + self.conv2(y)
+        return out
 
 
 class ResBlock(nn.Module):
@@ -103,9 +124,12 @@ class ResBlock(nn.Module):
         self.conv2 = conv3(ch, ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor
         if _in_place_ok(self):
-            return self.conv2(F.relu_(self.conv1(x))).add_(x)
-        return x + self.conv2(F.relu(self.conv1(x)))
+            out = self.conv2(F.relu_(self.conv1(x))).add_(x)
+        else:
+            out = x + self.conv2(F.relu(self.conv1(x)))
+        return out
 
 
 class _Gate(nn.Module):
@@ -147,9 +171,9 @@ class TripletAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.fast_paths:
-            hw = self.hw(x)
-            cw = self.cw(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
-            hc = self.hc(x.permute(0, 3, 2, 1)).permute(0, 3, 2, 1)
+            hw: torch.Tensor = self.hw(x)
+            cw: torch.Tensor = self.cw(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
+            hc: torch.Tensor = self.hc(x.permute(0, 3, 2, 1)).permute(0, 3, 2, 1)
             return (hw + cw + hc) / 3.0
         fold = not self.hw.bn.training
         # hw: pool over C, maps on (H, W). cw: pool over H, maps on (C, W). hc: pool over W, maps
@@ -194,7 +218,8 @@ def nnpack_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         or not torch._nnpack_available()
     ):
         return None
-    return op(x.contiguous(), weight.contiguous(), bias, [padding, padding], [1, 1])
+    out: torch.Tensor = op(x.contiguous(), weight.contiguous(), bias, [padding, padding], [1, 1])
+    return out
 
 
 class ConvLSTMCell(nn.Module):
@@ -211,9 +236,7 @@ class ConvLSTMCell(nn.Module):
         self.hidden = hidden
         self.conv = nn.Conv2d(cin + hidden, 4 * hidden, kernel, padding=kernel // 2)
 
-    def forward(
-        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, state: LstmState | None) -> LstmState:
         if self.fast_paths and not torch.is_grad_enabled():
             return self._fast(x, state)
         if state is None:
@@ -225,10 +248,9 @@ class ConvLSTMCell(nn.Module):
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
 
-    def _fast(
-        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        weight, bias, pad = self.conv.weight, self.conv.bias, self.conv.padding[0]
+    def _fast(self, x: torch.Tensor, state: LstmState | None) -> LstmState:
+        # padding is (k // 2, k // 2) from __init__, never a string mode
+        weight, bias, pad = self.conv.weight, self.conv.bias, cast(tuple[int, int], self.conv.padding)[0]
         if state is None:  # h = c = 0: only the input's share of the weights matters
             inp, weight = x, weight[:, : x.shape[1]]
         else:
@@ -243,10 +265,9 @@ class ConvLSTMCell(nn.Module):
         return h, c
 
 
-def carry_state(
-    state: tuple[torch.Tensor, torch.Tensor] | None, size: tuple[int, int]
-) -> tuple[torch.Tensor, torch.Tensor] | None:
+def carry_state(state: LstmState | None, size: tuple[int, int]) -> LstmState | None:
     """Bilinearly resize a recurrent (h, c) state to the next scale's grid."""
     if state is None:
         return None
-    return tuple(F.interpolate(s, size=size, mode="bilinear", align_corners=False) for s in state)  # type: ignore[return-value]
+    h, c = (F.interpolate(s, size=size, mode="bilinear", align_corners=False) for s in state)
+    return h, c

@@ -8,6 +8,7 @@ holds what a person needs: data, steps, hardware, scores and the commands behind
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ def card_path(weights: Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def save_weights(model: GkmNetwork, path: Path, *, card: dict | None = None, half: bool = False) -> None:
+def save_weights(model: GkmNetwork, path: Path, *, card: Mapping[str, object] | None = None, half: bool = False) -> None:
     """Save a network's state (inference + training heads) and optionally its model card, atomically."""
     path = Path(path)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -111,7 +112,7 @@ def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[tuple[int,
     return meta, shapes
 
 
-def _check_layout(path: Path, arch: str, config: dict, shapes: dict[str, tuple[tuple[int, ...], str]]) -> None:
+def _check_layout(path: Path, arch: str, config: Mapping[str, object], shapes: dict[str, tuple[tuple[int, ...], str]]) -> None:
     """Tensor names, shapes and kinds must be exactly those of ``arch`` with ``config``."""
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost

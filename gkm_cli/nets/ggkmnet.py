@@ -19,13 +19,14 @@ fixed-point form's identity part. Parts (paper Section 4):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gkm_cli.nets.base import Context, ContextStats, GkmNetwork, ModelSpec, PretrainedWeights, region_sum
-from gkm_cli.nets.blocks import ConvLSTMCell, ResBlock, carry_state, conv3
+from gkm_cli.nets.base import Context, ContextStats, GkmNetwork, ModelSpec, PretrainedWeights, RecurrentState, region_sum
+from gkm_cli.nets.blocks import ConvLSTMCell, LstmState, ResBlock, carry_state, conv3
 from gkm_cli.nets.gkmnet import identity_summation, xavier_init
 from gkm_cli.ops.gaussian import ConvMethod, dense_kernels, gaussian_conv, gaussian_group_mix, ggkm_bank
 
@@ -112,9 +113,9 @@ class BetaAPU(nn.Module):
         self.memory = ConvLSTMCell(cin, maps, lstm_kernel)
         self.detail = nn.Sequential(conv3(cin, maps), nn.ReLU(inplace=True), conv3(maps, maps))
 
-    def forward(self, f: torch.Tensor, state: tuple | None) -> tuple[torch.Tensor, tuple]:
+    def forward(self, f: torch.Tensor, state: LstmState | None) -> tuple[torch.Tensor, LstmState]:
         pooled = F.avg_pool2d(f, 2)
-        state = carry_state(state, tuple(pooled.shape[-2:]))
+        state = carry_state(state, (pooled.shape[-2], pooled.shape[-1]))
         h, c = self.memory(pooled, state)
         b1 = F.interpolate(h, size=f.shape[-2:], mode="bilinear", align_corners=False)
         b2 = self.detail(f)
@@ -158,7 +159,11 @@ class GGKMNet(GkmNetwork):
     )
     uses_context = True
 
-    def __init__(self, config: GgkmNetConfig | None = None, **overrides) -> None:
+    config: GgkmNetConfig
+    bank_kernels: torch.Tensor  # buffers (register_buffer)
+    atom_sigmas: torch.Tensor
+
+    def __init__(self, config: GgkmNetConfig | None = None, **overrides: Any) -> None:
         super().__init__()
         self.config = cfg = config or GgkmNetConfig(**overrides)
         self.bank = ggkm_bank(cfg.groups, cfg.per_group)
@@ -177,12 +182,20 @@ class GGKMNet(GkmNetwork):
         xavier_init(self.srm)
 
     def features(self, y_t: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.bfe(y_t)
+        feats: dict[str, torch.Tensor] = self.bfe(y_t)
+        return feats
 
-    def scale_stats(self, feats, core, origin, full) -> ContextStats:
+    def scale_stats(
+        self,
+        feats: dict[str, torch.Tensor],
+        core: tuple[int, int, int, int],
+        origin: tuple[int, int],
+        full: tuple[int, int],
+    ) -> ContextStats:
         del origin, full
-        box = tuple(v // 4 for v in core)
-        return ContextStats(sums=[region_sum(feats["bottleneck"], box)], count=[float(box[2] * box[3])])  # type: ignore[arg-type]
+        top, left, height, width = core
+        box = (top // 4, left // 4, height // 4, width // 4)
+        return ContextStats(sums=[region_sum(feats["bottleneck"], box)], count=[float(box[2] * box[3])])
 
     def make_context(self, stats: ContextStats | None) -> Context | None:
         assert stats is not None
@@ -191,7 +204,7 @@ class GGKMNet(GkmNetwork):
 
     def group_responses(self, u: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """z_p = sum_q alpha_p[q] (g_{p,q} (x) u): N x 3 x P x H x W."""
-        atoms = gaussian_conv(u, self.bank, self.gaussian_method(), self.bank_kernels)  # type: ignore[arg-type]
+        atoms = gaussian_conv(u, self.bank, self.gaussian_method(), self.bank_kernels)
         n, c, _, h, w = atoms.shape
         atoms = atoms.view(n, c, self.config.groups, self.config.per_group, h, w)
         return torch.einsum("ncpqhw,npq->ncphw", atoms, alpha.to(atoms.dtype))
@@ -213,7 +226,7 @@ class GGKMNet(GkmNetwork):
         method = self.gaussian_method()
         out = F.conv2d(y_t, weight[:, :3], self.summation.bias) + F.conv2d(x_up, weight[:, 3:6])
         for u, beta, start in ((x_up, beta_x, 6), (y_t, beta_y, 6 + p3)):
-            z = gaussian_group_mix(u, self.bank, alpha, method, self.bank_kernels)  # type: ignore[arg-type]  # N x 3 x P x H x W
+            z = gaussian_group_mix(u, self.bank, alpha, method, self.bank_kernels)  # N x 3 x P x H x W
             if in_place:  # one pass: weight by beta and make contiguous (the FFT path returns a crop)
                 z = torch.mul(z, beta, out=torch.empty(z.shape, dtype=torch.result_type(z, beta), device=z.device))
             else:
@@ -222,10 +235,21 @@ class GGKMNet(GkmNetwork):
             out = out.add_(term) if in_place else out + term
         return out
 
-    def step(self, t, y_t, x_up, feats, state, context, reconstruct):
+    def step(
+        self,
+        t: int,
+        y_t: torch.Tensor,
+        x_up: torch.Tensor,
+        feats: dict[str, torch.Tensor],
+        state: RecurrentState,
+        context: Context | None,
+        reconstruct: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        assert context is not None  # uses_context: the base class always passes one
         cfg = self.config
         p = cfg.groups
         alpha = context.vectors[t].view(-1, p, cfg.per_group)
+        beta: torch.Tensor
         beta, state["beta"] = self.beta_apu(feats["decoded"], state.get("beta"))
         beta_x, beta_y = beta[:, None, :p], beta[:, None, p:]
         if self.fast_paths:
@@ -261,5 +285,5 @@ class GGKMNetL(GGKMNet):
         loss_recipe="ggkmnet",
     )
 
-    def __init__(self, config: GgkmNetConfig | None = None, **overrides) -> None:
+    def __init__(self, config: GgkmNetConfig | None = None, **overrides: Any) -> None:
         super().__init__(config or GgkmNetLConfig(**overrides))

@@ -115,7 +115,8 @@ def layout_mix_and_sum(
         filtered_channels(layout, u, bank, dense) * weights[:, i * k : (i + 1) * k].repeat(1, 3, 1, 1)
         for i, u in enumerate((y_t, x_up))
     ]
-    return summation(torch.cat(mixed, 1))
+    out: torch.Tensor = summation(torch.cat(mixed, 1))
+    return out
 
 
 class ImageStatsBatchNorm(nn.BatchNorm2d):

@@ -20,12 +20,13 @@ layer table or parameter count):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gkm_cli.nets.base import Context, ContextStats, ModelSpec, grid_sums, region_sum
+from gkm_cli.nets.base import Context, ContextStats, ModelSpec, RecurrentState, grid_sums, region_sum
 from gkm_cli.nets.gkmnet import GkmExtractor, GKMNet, GkmNetConfig, xavier_init
 
 
@@ -65,7 +66,8 @@ class DenseBlock(nn.Module):
         feats = [x]
         for conv in self.layers:
             feats.append(F.relu(conv(torch.cat(feats, 1))))
-        return x + self.fuse(torch.cat(feats, 1))
+        out: torch.Tensor = x + self.fuse(torch.cat(feats, 1))
+        return out
 
 
 class Seat(nn.Module):
@@ -77,6 +79,7 @@ class Seat(nn.Module):
         self.q = nn.Conv2d(ch, dim, 1)
         self.kv = nn.Linear(ch, 2 * dim)
         self.out = nn.Conv2d(dim, ch, 1)
+        assert self.out.bias is not None  # bias=True
         nn.init.zeros_(self.out.weight)  # starts as identity: attention is learned as a residual
         nn.init.zeros_(self.out.bias)
 
@@ -84,10 +87,14 @@ class Seat(nn.Module):
         n, _, h, w = x.shape
         q = self.q(x).flatten(2).transpose(1, 2)  # N x HW x D
         k, v = self.kv(tokens).chunk(2, -1)  # N x T x D
-        split = lambda z: z.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # noqa: E731
+        def split(z: torch.Tensor) -> torch.Tensor:
+            heads: torch.Tensor = z.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+            return heads
+
         a = F.scaled_dot_product_attention(split(q), split(k), split(v))  # N x heads x HW x D/h
         a = a.transpose(1, 2).flatten(2).transpose(1, 2).reshape(n, -1, h, w)
-        return x + self.out(a)
+        out: torch.Tensor = x + self.out(a)
+        return out
 
 
 class GKMANet(GKMNet):
@@ -104,32 +111,37 @@ class GKMANet(GKMNet):
     )
     uses_context = True
 
-    def __init__(self, config: GkmaNetConfig | None = None, **overrides) -> None:
-        cfg = config or GkmaNetConfig(**overrides)
-        super().__init__(cfg)
-        self._cfg = cfg
-        c = 4 * self._cfg.width
-        self.dense = DenseBlock(c, self._cfg.dense_layers, self._cfg.growth)
-        self.seat = Seat(c, self._cfg.attention_dim, self._cfg.heads)
+    config: GkmaNetConfig
+
+    def __init__(self, config: GkmaNetConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config or GkmaNetConfig(**overrides))
+        c = 4 * self.config.width
+        self.dense = DenseBlock(c, self.config.dense_layers, self.config.growth)
+        self.seat = Seat(c, self.config.attention_dim, self.config.heads)
         self.lstm1 = nn.LSTMCell(c, c // 4)
         self.lstm2 = nn.LSTMCell(c // 4, 2 * self.num_kernels)
         xavier_init(self.dense)
 
-    def _make_extractor(self, w: int) -> nn.Module:
+    def _make_extractor(self, w: int) -> GkmExtractor:
         return GkmExtractor(w, make_attention=DualAttention, first_layer=nn.Conv2d(3, w, 7, padding=3))
 
     def features(self, y_t: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.extractor(y_t)
+        feats: dict[str, torch.Tensor] = self.extractor(y_t)
         feats["bottleneck"] = self.dense(feats["bottleneck"])
         return feats
 
-    def scale_stats(self, feats, core, origin, full) -> ContextStats:
-        box = tuple(v // 4 for v in core)
+    def scale_stats(
+        self,
+        feats: dict[str, torch.Tensor],
+        core: tuple[int, int, int, int],
+        origin: tuple[int, int],
+        full: tuple[int, int],
+    ) -> ContextStats:
+        top, left, height, width = core
+        box = (top // 4, left // 4, height // 4, width // 4)
         b = feats["bottleneck"]
-        g, counts = grid_sums(b, box, (origin[0] // 4, origin[1] // 4), (full[0] // 4, full[1] // 4), self._cfg.grid)  # type: ignore[arg-type]
-        return ContextStats(
-            sums=[region_sum(b, box)], count=[float(box[2] * box[3])], grid_sums=[g], grid_count=[counts]  # type: ignore[arg-type]
-        )
+        g, counts = grid_sums(b, box, (origin[0] // 4, origin[1] // 4), (full[0] // 4, full[1] // 4), self.config.grid)
+        return ContextStats(sums=[region_sum(b, box)], count=[float(box[2] * box[3])], grid_sums=[g], grid_count=[counts])
 
     def make_context(self, stats: ContextStats | None) -> Context | None:
         assert stats is not None and stats.grid_sums is not None and stats.grid_count is not None
@@ -148,7 +160,16 @@ class GKMANet(GKMNet):
         assert context is not None
         return context.vectors[t]
 
-    def step(self, t, y_t, x_up, feats, state, context, reconstruct):
+    def step(
+        self,
+        t: int,
+        y_t: torch.Tensor,
+        x_up: torch.Tensor,
+        feats: dict[str, torch.Tensor],
+        state: RecurrentState,
+        context: Context | None,
+        reconstruct: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         assert context is not None and context.tokens is not None
         feats = dict(feats, bottleneck=self.seat(feats["bottleneck"], context.tokens[t]))
         return super().step(t, y_t, x_up, feats, state, context, reconstruct)

@@ -13,14 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gkm_cli.nets import gkm_layouts
-from gkm_cli.nets.base import Context, GkmNetwork, ModelSpec
-from gkm_cli.nets.blocks import ConvBnRelu, ConvLSTMCell, PostActResBlock, TripletAttention, UpBnRelu, carry_state
+from gkm_cli.nets.base import Context, GkmNetwork, ModelSpec, RecurrentState
+from gkm_cli.nets.blocks import (
+    ConvBnRelu,
+    ConvLSTMCell,
+    LstmState,
+    PostActResBlock,
+    TripletAttention,
+    UpBnRelu,
+    carry_state,
+)
 from gkm_cli.ops.gaussian import ConvMethod, GaussianBank, dense_kernels, gaussian_conv, gkm_bank
 
 
@@ -72,7 +81,8 @@ class GkmExtractor(nn.Module):
 
     def decode(self, feats: dict[str, torch.Tensor], bottleneck: torch.Tensor) -> torch.Tensor:
         f3 = self.up1(bottleneck + feats["skip2"])
-        return self.up2(f3 + feats["skip1"])
+        out: torch.Tensor = self.up2(f3 + feats["skip1"])
+        return out
 
 
 class AttentionUnit(nn.Module):
@@ -89,10 +99,10 @@ class AttentionUnit(nn.Module):
         self.detail = ConvBnRelu(cin, maps)
         self.memory = ConvLSTMCell(cin, maps, lstm_kernel)
 
-    def forward(self, f: torch.Tensor, state: tuple | None) -> tuple[torch.Tensor, tuple]:
+    def forward(self, f: torch.Tensor, state: LstmState | None) -> tuple[torch.Tensor, LstmState]:
         d = self.detail(f)
         pooled = F.avg_pool2d(f, 2)
-        state = carry_state(state, tuple(pooled.shape[-2:]))
+        state = carry_state(state, (pooled.shape[-2], pooled.shape[-1]))
         h, c = self.memory(pooled, state)
         h_up = F.interpolate(h, size=f.shape[-2:], mode="nearest")
         if self.fast_paths and not torch.is_grad_enabled():
@@ -108,6 +118,7 @@ def identity_summation(channels: int, identity: tuple[int, int, int]) -> nn.Conv
     starts with zero weight (so early training cannot blow up through 132 random terms).
     """
     conv = nn.Conv2d(channels, 3, 1)
+    assert conv.bias is not None  # bias=True
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
     with torch.no_grad():
@@ -138,7 +149,11 @@ class GKMNet(GkmNetwork):
         loss_recipe="gkmnet",
     )
 
-    def __init__(self, config: GkmNetConfig | None = None, **overrides) -> None:
+    config: GkmNetConfig
+    bank_kernels: torch.Tensor  # buffers (register_buffer)
+    sigmas: torch.Tensor
+
+    def __init__(self, config: GkmNetConfig | None = None, **overrides: Any) -> None:
         super().__init__()
         self.config = config or GkmNetConfig(**overrides)
         w = self.config.width
@@ -158,7 +173,7 @@ class GKMNet(GkmNetwork):
         if self.config.batch_norm == "image":
             gkm_layouts.use_image_statistics(self)
 
-    def _make_extractor(self, w: int) -> nn.Module:
+    def _make_extractor(self, w: int) -> GkmExtractor:
         return GkmExtractor(w)
 
     def _init_weights(self) -> None:
@@ -166,11 +181,12 @@ class GKMNet(GkmNetwork):
         xavier_init(self.apu)
 
     def features(self, y_t: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.extractor(y_t)
+        feats: dict[str, torch.Tensor] = self.extractor(y_t)
+        return feats
 
     def filter_bank(self, x: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W -> N x 3 x K x H x W: delta then the Gaussians."""
-        return torch.cat([x[:, :, None], gaussian_conv(x, self.bank, self.gaussian_method(), self.bank_kernels)], 2)  # type: ignore[arg-type]
+        return torch.cat([x[:, :, None], gaussian_conv(x, self.bank, self.gaussian_method(), self.bank_kernels)], 2)
 
     def mix_and_sum(self, y_t: torch.Tensor, x_up: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Fast path of ``summation(cat[filter_bank(u) * w_u for u in (y, x_up)])``.
@@ -185,7 +201,7 @@ class GKMNet(GkmNetwork):
         in_place = not torch.is_grad_enabled()
         n = y_t.shape[0]
         # One bank call for both inputs (2N x 3 planes): ~10% faster on 2 threads than two calls.
-        bank = gaussian_conv(torch.cat([y_t, x_up.to(y_t.dtype)], 0), self.bank, self.gaussian_method(), self.bank_kernels)  # type: ignore[arg-type]
+        bank = gaussian_conv(torch.cat([y_t, x_up.to(y_t.dtype)], 0), self.bank, self.gaussian_method(), self.bank_kernels)
         out = None
         for i, u in enumerate((y_t, x_up)):
             w_u = weights[:, i * k : (i + 1) * k]  # N x K x H x W
@@ -194,14 +210,24 @@ class GKMNet(GkmNetwork):
             term = F.conv2d(g.flatten(1, 2), weight[:, i, :, 1:].reshape(3, -1, 1, 1))
             term = term + F.conv2d(u * w_u[:, :1], weight[:, i, :, 0].reshape(3, 3, 1, 1))
             out = term if out is None else out.add_(term) if in_place else out + term
-        assert out is not None
+        assert out is not None and self.summation.bias is not None
         return out + self.summation.bias.view(1, 3, 1, 1)
 
     def global_weights(self, context: Context | None, t: int) -> torch.Tensor | None:
         return None
 
-    def step(self, t, y_t, x_up, feats, state, context, reconstruct):
+    def step(
+        self,
+        t: int,
+        y_t: torch.Tensor,
+        x_up: torch.Tensor,
+        feats: dict[str, torch.Tensor],
+        state: RecurrentState,
+        context: Context | None,
+        reconstruct: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         f = self.extractor.decode(feats, feats["bottleneck"])
+        weights: torch.Tensor
         weights, state["apu"] = self.apu(f, state.get("apu"))
         g = self.global_weights(context, t)
         if g is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 from gkm_cli.errors import ModelError, UsageError
 from gkm_cli.fileio import file_sha256
 from gkm_cli.nets.base import GkmNetwork
+from gkm_cli.nets.gkmnet import GKMNet
 from gkm_cli.nets.safe_pickle import load_torch_checkpoint, tensor_state_dict
 
 #: Suffixes of ``torch.save`` files that are read through the safe loader.
@@ -82,7 +84,7 @@ def is_nrknet(state: dict[str, torch.Tensor]) -> bool:
     return "GCM.kernels" in state and "SummationLayer.conv.weight" in state
 
 
-def official_config(state: dict[str, torch.Tensor], path: Path) -> dict:
+def official_config(state: dict[str, torch.Tensor], path: Path) -> dict[str, int | str]:
     """GKMNet config read from the shapes: width, kernels (bank size - 1), ConvLSTM kernel."""
     try:
         width = int(state["in_block.conv.0.weight"].shape[0])
@@ -176,12 +178,12 @@ def load_foreign(path: Path, *, variant: str | None = None, batch_norm: str = "i
     return Imported(load_spandrel(state, path), "spandrel", None, state)
 
 
-def import_card(source: Path, imported: Imported, licence: str, command: str) -> dict:
+def import_card(source: Path, imported: Imported, licence: str, command: str) -> dict[str, object]:
     """The model card of an imported checkpoint: where it came from, under which licence, how."""
     from gkm_cli import __version__
 
     model = imported.model
-    card: dict = {
+    card: dict[str, object] = {
         "name": model.spec.name,
         "imported": True,
         "source": str(Path(source).resolve()),
@@ -197,7 +199,8 @@ def import_card(source: Path, imported: Imported, licence: str, command: str) ->
         "command": command,
     }
     if imported.kind == "gkmnet":
-        cfg = model.config  # type: ignore[attr-defined]
+        assert isinstance(model, GKMNet)  # kind "gkmnet": load_foreign built our GKMNet
+        cfg = model.config
         card["config"] = {"width": cfg.width, "kernels": cfg.kernels, "lstm_kernel": cfg.lstm_kernel,
                           "bank_layout": cfg.bank_layout, "batch_norm": cfg.batch_norm}  # fmt: skip
         card["notes"] = (
@@ -213,7 +216,7 @@ def import_card(source: Path, imported: Imported, licence: str, command: str) ->
     return card
 
 
-def save_imported(imported: Imported, destination: Path, card: dict) -> None:
+def save_imported(imported: Imported, destination: Path, card: Mapping[str, object]) -> None:
     """Write the imported network as safetensors + model card (atomically)."""
     from gkm_cli.nets.checkpoint import save_weights
 

@@ -10,6 +10,7 @@ import dataclasses
 import fnmatch
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from gkm_cli.errors import ModelError
 from gkm_cli.nets.base import GkmNetwork, ModelSpec
@@ -25,7 +26,7 @@ _ARCHITECTURES: dict[str, tuple[type[GkmNetwork], type]] = {
 }
 
 #: Small configurations for fast unit tests and smoke runs (same code paths, fewer channels).
-TINY_OVERRIDES: dict[str, dict] = {
+TINY_OVERRIDES: dict[str, dict[str, int]] = {
     "gkmnet": {"width": 8, "kernels": 5},
     "ggkmnet": {"width": 8, "groups": 4, "per_group": 2},
     "ggkmnet_l": {"width": 8, "groups": 4, "per_group": 2, "res_blocks": 2},
@@ -53,7 +54,7 @@ CONFIG_BOUNDS: Mapping[str, tuple[int, int]] = MappingProxyType(
 )
 
 
-def check_config(name: str, config: object) -> dict:
+def check_config(name: str, config: object) -> dict[str, object]:
     """A config read from a file, checked against the architecture's fields and bounds.
 
     Returns it as a dict; raises :class:`ModelError` (one line) for anything that is not a JSON
@@ -102,7 +103,7 @@ def config_class(name: str) -> type:
     return _lookup(name)[1]
 
 
-def create_model(name: str, **overrides) -> GkmNetwork:
+def create_model(name: str, **overrides: object) -> GkmNetwork:
     """Build an architecture with its paper configuration, changed by ``overrides``.
 
     Unknown names or config fields raise :class:`ModelError` listing what is valid.
@@ -115,9 +116,9 @@ def create_model(name: str, **overrides) -> GkmNetwork:
     return cls(config_cls(**overrides))
 
 
-def model_config(model: GkmNetwork) -> dict:
+def model_config(model: GkmNetwork) -> dict[str, Any]:
     """The config of a built model as a plain dict (recorded in checkpoints and reports)."""
-    return dataclasses.asdict(model.config)  # type: ignore[arg-type]
+    return dataclasses.asdict(model.config)
 
 
 def _lookup(name: str) -> tuple[type[GkmNetwork], type]:

@@ -117,7 +117,7 @@ def _inert_globals() -> dict[tuple[str, str], Callable[[], object]]:
 
 def _check_pickle(data: io.BytesIO | io.BufferedReader, path: Path) -> None:
     try:
-        RestrictedUnpickler(data, _inert_globals(), persistent=lambda pid: _Inert()).load()  # type: ignore[arg-type]
+        RestrictedUnpickler(data, _inert_globals(), persistent=lambda pid: _Inert()).load()
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
             f"{path}: refusing to load: the pickle names {e} (only tensor data is allowed; nothing in it was run)"
@@ -139,7 +139,7 @@ def check_torch_checkpoint(path: Path) -> None:
     # Legacy (torch < 1.6) format: magic number, protocol, sys info, the object, storage keys.
     with open(path, "rb") as f:
         for _ in range(5):
-            _check_pickle(f, path)  # type: ignore[arg-type]
+            _check_pickle(f, path)
 
 
 def load_torch_checkpoint(path: Path) -> object:

@@ -24,7 +24,7 @@ import json
 import math
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from gkm_cli.errors import ModelError, UsageError
-from gkm_cli.nets.base import DeblurOutput, GkmNetwork, ModelSpec, pad_to_multiple
+from gkm_cli.nets.base import Context, DeblurOutput, GkmNetwork, ModelSpec, pad_to_multiple
 
 ZOO_FORMAT = "gkm-zoo"
 INSTALL_HINT = "install the zoo extra: pip install 'gkm-cli[zoo]'"
@@ -142,7 +142,7 @@ class ZooNetwork(GkmNetwork):
         )
         self.config = ZooConfig(descriptor.architecture.id, tuple(descriptor.tags), str(descriptor.purpose))
 
-    def forward(self, y: torch.Tensor, context: Any = None, *, reconstruct: bool = False) -> DeblurOutput:  # type: ignore[override]
+    def forward(self, y: torch.Tensor, context: Context | None = None, *, reconstruct: bool = False) -> DeblurOutput:
         if y.dim() != 4 or y.shape[1] != 3:
             raise ValueError(f"expected N x 3 x H x W input, got {tuple(y.shape)}")
         h, w = y.shape[-2:]
@@ -184,7 +184,7 @@ def load_spandrel(state: dict[str, torch.Tensor], path: Path) -> ZooNetwork:
     return ZooNetwork(descriptor).eval()
 
 
-def save_spandrel(state: dict[str, torch.Tensor], model: GkmNetwork, destination: Path, card: dict) -> None:
+def save_spandrel(state: dict[str, torch.Tensor], model: GkmNetwork, destination: Path, card: Mapping[str, object]) -> None:
     """The model's tensors as safetensors (``format = gkm-zoo``) + model card, atomically."""
     import os
     import tempfile

@@ -68,7 +68,8 @@ def gaussian_profile(sigma: float, size: int) -> np.ndarray:
         profile = (x == 0).astype(np.float64)
     else:
         profile = np.exp(-(x**2) / (2.0 * sigma**2))
-    return profile / profile.sum()
+    normalised: np.ndarray = profile / profile.sum()
+    return normalised
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,8 @@ def _fft_apply(
     per_plane = 2 * planes.element_size() * planes.shape[-2] * planes.shape[-1]
     chunk = max(1, min(m, FFT_CHUNK_BYTES // max(per_plane * b, 1)))
     if chunk >= m:
-        return torch.fft.irfft2(planes[:, None] * spectra, s=(lh, lw))[..., :h, :w]
+        whole: torch.Tensor = torch.fft.irfft2(planes[:, None] * spectra, s=(lh, lw))[..., :h, :w]
+        return whole
     out = planes.real.new_empty(b, m, h, w)
     for start in range(0, m, chunk):
         part = spectra[:, start : start + chunk]
@@ -334,7 +336,7 @@ def _fft(x: torch.Tensor, bank: GaussianBank) -> torch.Tensor:
     return _fft_apply(planes, spectra, lh, lw, h, w).to(x.dtype)
 
 
-def choose_method(bank: GaussianBank, height: int, width: int, device: torch.device) -> str:
+def choose_method(bank: GaussianBank, height: int, width: int, device: torch.device) -> ConvMethod:
     """Fastest exact method for one bank, by the rule measured with ``scripts/bench_gaussian.py``.
 
     Measured on a 2-core AVX-512 CPU (docs/PERFORMANCE.md): oneDNN runs a 1-input-channel 2-D
@@ -362,7 +364,7 @@ def gaussian_conv(
     :func:`dense_kernels`, prebuilt (the ``direct`` path builds them itself otherwise).
     """
     if method == "auto":
-        method = choose_method(bank, x.shape[-2], x.shape[-1], x.device)  # type: ignore[assignment]
+        method = choose_method(bank, x.shape[-2], x.shape[-1], x.device)
     n, c, h, w = x.shape
     if method == "direct":
         out = _direct(x, bank, kernels)
@@ -393,7 +395,7 @@ def gaussian_group_mix(
     if alpha.shape[-2:] != (groups, per_group) or any(len(g) != per_group for g in bank.groups):
         raise ValueError(f"alpha must be N x {groups} x {per_group} for this bank, got {tuple(alpha.shape)}")
     if method == "auto":
-        method = choose_method(bank, h, w, x.device)  # type: ignore[assignment]
+        method = choose_method(bank, h, w, x.device)
     if method != "fft":
         atoms = gaussian_conv(x, bank, method, kernels).view(n, c, groups, per_group, h, w)
         return torch.einsum("ncpqhw,npq->ncphw", atoms, alpha.to(atoms.dtype))

@@ -31,7 +31,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from gkm_cli.errors import GkmError
-from gkm_cli.nets.checkpoint import atomic_write_bytes
+from gkm_cli.fileio import atomic_write_bytes
 
 STATE_FORMAT = "gkm-train-state"
 STATE_VERSION = "1"

@@ -30,8 +30,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gkm_cli.errors import GkmError, SettingError, SettingText, setting_ref
-from gkm_cli.nets import create_model
-from gkm_cli.nets.checkpoint import atomic_write_bytes, card_path, load_weights, model_config, save_weights
+from gkm_cli.fileio import atomic_write_bytes
+from gkm_cli.nets import GkmNetwork, create_model, model_config
+from gkm_cli.nets.checkpoint import card_path, load_weights, save_weights
 from gkm_cli.training import checkpointing as ck
 from gkm_cli.runtime import RankInfo, autocast, cuda_bf16_supported, host_info, precision_dtype
 from gkm_cli.training.config import TrainConfig, ema_decay_at, lr_at
@@ -104,7 +105,7 @@ def _best_on_disk(out: Path, saved: float | None) -> float | None:
     return on_disk if saved is None else max(saved, on_disk)
 
 
-def init_weights(model: nn.Module, path: Path) -> None:
+def init_weights(model: GkmNetwork, path: Path) -> None:
     """Copy a checkpoint's weights into a freshly built ``model`` (fine-tuning). The checkpoint
     must hold the same architecture and configuration (``load_weights`` gives a checkpoint
     without the SRM training head a fresh one, so every key is there)."""
@@ -214,7 +215,7 @@ class Trainer:
             init_weights(self.model, Path(cfg.init_from))
         self.model = self.model.to(self.device).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.ema: nn.Module | None = None
+        self.ema: GkmNetwork | None = None
         if cfg.ema > 0:
             self.ema = copy.deepcopy(self.model).eval()
             for p in self.ema.parameters():

@@ -30,8 +30,9 @@ the finest scale only (the image we output; LPIPS needs >= 32 px, which the coar
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+import functools
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -114,7 +115,7 @@ def fft_l1(x: torch.Tensor, y: torch.Tensor, norm: str = "ortho") -> torch.Tenso
     ``norm="ortho"`` (default) is unitary, so the term does not grow with the patch size;
     ``"backward"`` is the unnormalised form of the public reference code (it grows with
     sqrt(H W) and then dominates the other terms at 256 px)."""
-    d = torch.fft.rfft2((x - y).float(), norm=norm)  # type: ignore[arg-type]
+    d = torch.fft.rfft2((x - y).float(), norm=norm)
     return torch.view_as_real(d).abs().mean()
 
 
@@ -150,6 +151,13 @@ def recipe_for(model_name: str, recipe: str = "auto") -> str:
     if name is None:
         raise ValueError(f"no loss recipe for {model_name!r}")
     return name
+
+
+def _sum_terms(parts: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of per-scale loss tensors, added left to right (the builtin ``sum`` would start
+    from the int 0 and so not be typed as a tensor; 0 + x is x, so the values are the same)."""
+    total: torch.Tensor = functools.reduce(operator.add, parts)
+    return total
 
 
 def _match(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,24 +228,24 @@ def _recipe_terms(
     n_scales = len(xs)
     gts = build_pyramid(sharp.float(), n_scales)
     if recipe == "gkmnet":
-        mse = sum(F.mse_loss(*_match(x, g)) for x, g in zip(xs, gts))
-        ssim = sum(ssim_loss(*_match(x, g)) for x, g in zip(xs, gts))
+        mse = _sum_terms(F.mse_loss(*_match(x, g)) for x, g in zip(xs, gts))
+        ssim = _sum_terms(ssim_loss(*_match(x, g)) for x, g in zip(xs, gts))
         total = ssim if gkmnet_ssim_phase(step, cfg) else mse
-        return {"mse": mse, "ssim": ssim, "total": total}  # type: ignore[dict-item]
+        return {"mse": mse, "ssim": ssim, "total": total}
     weights: Sequence[float] = cfg.scale_weights or paper_scale_weights(n_scales)
     if len(weights) != n_scales:
         raise ValueError(f"{len(weights)} scale weights for a {n_scales}-scale network")
     terms: dict[str, torch.Tensor] = {}
     pairs = [_match(x, g) for x, g in zip(xs, gts)]
-    terms["mse"] = sum(w * F.mse_loss(x, g) for w, (x, g) in zip(weights, pairs))  # type: ignore[assignment]
-    terms["fft"] = sum(w * fft_l1(x, g, cfg.fft_norm) for w, (x, g) in zip(weights, pairs))  # type: ignore[assignment]
-    terms["ssim"] = sum(w * ssim_loss(x, g) for w, (x, g) in zip(weights, pairs))  # type: ignore[assignment]
+    terms["mse"] = _sum_terms(w * F.mse_loss(x, g) for w, (x, g) in zip(weights, pairs))
+    terms["fft"] = _sum_terms(w * fft_l1(x, g, cfg.fft_norm) for w, (x, g) in zip(weights, pairs))
+    terms["ssim"] = _sum_terms(w * ssim_loss(x, g) for w, (x, g) in zip(weights, pairs))
     total = terms["mse"] + cfg.fft_weight * terms["fft"] + cfg.ssim_weight * terms["ssim"]
     if recipe == "ggkmnet":
         if out.reconstruction is None:
             raise ValueError("the ggkmnet loss needs out.reconstruction (forward with reconstruct=True)")
         ys = build_pyramid(blur.float(), n_scales)
-        terms["recon"] = sum(  # type: ignore[assignment]
+        terms["recon"] = _sum_terms(
             w * F.l1_loss(*_match(r.float(), y)) for w, r, y in zip(weights, out.reconstruction, ys)
         )
         total = total + cfg.recon_weight * terms["recon"]
@@ -245,7 +253,3 @@ def _recipe_terms(
         raise ValueError(f"unknown loss recipe {recipe!r}")
     terms["total"] = total
     return terms
-
-
-def is_finite(t: torch.Tensor) -> bool:
-    return bool(torch.isfinite(t).all()) and not math.isnan(float(t))

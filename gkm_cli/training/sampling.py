@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from torch.utils.data import Dataset, Sampler
 from gkm_cli.errors import DataError, UsageError
 from gkm_cli.runtime import RankInfo
 from gkm_cli.training.config import TrainConfig
+
+if TYPE_CHECKING:  # the data package loads when a dataset is built
+    from gkm_cli.data.layouts import Pair
 
 _TAG_MIX = 0x3C1
 
@@ -132,7 +135,7 @@ def build_train_data(cfg: TrainConfig) -> TrainData:
     synth_cfg = None
     needs_coc = cfg.loss.sharp_weight > 0  # the do-no-harm term weighs pixels by their CoC
     if cfg.data:
-        pairs = []
+        pairs: list[Pair] = []
         for root in cfg.data:
             pairs.extend(list_pairs(root, cfg.data_split))
         sources.append(PairPatchDataset(pairs, patch=cfg.patch, augment=True, seed=cfg.seed))

@@ -36,4 +36,6 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     if not ok:
         raise DataError("JPEG encoding failed")
     dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if dec is None:
+        raise DataError("JPEG decoding failed")
     return (dec[..., ::-1].astype(_F32) / _F32(255.0)).copy()

@@ -9,6 +9,7 @@ import numpy as np
 
 from gkm_cli.data.synth.config import APERTURE_KINDS, Aperture
 from gkm_cli.errors import UsageError
+from gkm_cli.ops.gaussian import fft_length  # the one 2-3-5-smooth FFT size
 
 _F32 = np.float32
 
@@ -98,19 +99,6 @@ def psf_kernel(radius: float, aperture: Aperture = Aperture()) -> np.ndarray:
 _SPATIAL_MAX = 11  # OpenCV switches to a slow DFT above 11 x 11 kernels; use torch's FFT there
 
 
-def _fast_len(n: int) -> int:
-    """The smallest m >= n whose only prime factors are 2, 3 and 5 (fast FFT sizes)."""
-    m = n
-    while True:
-        r = m
-        for p in (2, 3, 5):
-            while r % p == 0:
-                r //= p
-        if r == 1:
-            return m
-        m += 1
-
-
 def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Convolve H x W x C float32 with a square odd-sized kernel, reflecting at the borders.
 
@@ -128,7 +116,7 @@ def convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     # Reflect by the kernel radius, then zero-pad to an FFT-friendly size: the circular wrap
     # never reaches the central h x w window.
-    ph, pw = _fast_len(h + 2 * half), _fast_len(w + 2 * half)
+    ph, pw = fft_length(h + 2 * half), fft_length(w + 2 * half)
     padded = cv2.copyMakeBorder(image, half, half, half, half, cv2.BORDER_REFLECT)
     padded = cv2.copyMakeBorder(padded, 0, ph - h - 2 * half, 0, pw - w - 2 * half, cv2.BORDER_CONSTANT, value=0)
     if padded.ndim == 2:
