@@ -1,12 +1,11 @@
 """`gkm benchmark` (records, MAC conventions, CLI) and the ONNX export (correctness only)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import gkm
 from torch import nn
 
 from gkm_cli.benchmark import (
@@ -23,12 +22,8 @@ from gkm_cli.benchmark import (
     to_markdown,
 )
 from gkm_cli.errors import ModelError, UsageError
-from gkm_cli.runtime import cpu_matrix_units
 from gkm_cli.nets import TINY_OVERRIDES, create_model
-
-
-def _gkm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gkm_cli", *args], capture_output=True, text=True, timeout=600)
+from gkm_cli.runtime import cpu_matrix_units
 
 
 def test_parse_size_is_width_by_height():
@@ -90,7 +85,7 @@ def _check_record(r: dict, model: str, height: int, width: int) -> None:
 
 @pytest.mark.slow
 def test_cli_benchmark_json_end_to_end():
-    proc = _gkm("benchmark", "--model", "ggkmnet", "--size", "64x64", "--runs", "1", "--warmup", "0", "--json")
+    proc = gkm("benchmark", "--model", "ggkmnet", "--size", "64x64", "--runs", "1", "--warmup", "0", "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["machine"]["torch"] == torch.__version__
@@ -127,7 +122,7 @@ def test_reference_runs_and_per_pixel_cost():
 
 
 def test_cli_sweep_adds_the_standard_sizes():
-    proc = _gkm("benchmark", "--sweep", "--size", "64x48", "--model", "nope")
+    proc = gkm("benchmark", "--sweep", "--size", "64x48", "--model", "nope")
     assert proc.returncode == 2  # sizes parse, then the unknown model stops it before any run
     from gkm_cli.benchmark import SWEEP_SIZES
 
@@ -152,7 +147,7 @@ def test_usage_errors():
         run_config(BenchConfig(model="gkmnet", height=32, width=32, precision="int8", tiny=True))
     with pytest.raises(ModelError):
         run_config(BenchConfig(model="nope", height=32, width=32))
-    proc = _gkm("benchmark", "--size", "12xq")
+    proc = gkm("benchmark", "--size", "12xq")
     assert proc.returncode == 2 and "WIDTHxHEIGHT" in proc.stderr
 
 
@@ -200,8 +195,8 @@ def test_export_pyramid_equals_network_pyramid():
 @pytest.mark.slow
 def test_cli_models_export_checks_against_torch(tmp_path):
     out = tmp_path / "gkmnet.onnx"
-    proc = _gkm("models", "export", "gkmnet", "--onnx", str(out), "--random-init")
+    proc = gkm("models", "export", "gkmnet", "--onnx", str(out), "--random-init")
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 1_000_000 and "max |diff|" in proc.stderr
-    proc = _gkm("models", "export", "gkmnet", "--onnx", str(out), "--weights", str(tmp_path / "none.safetensors"))
+    proc = gkm("models", "export", "gkmnet", "--onnx", str(out), "--weights", str(tmp_path / "none.safetensors"))
     assert proc.returncode == 2

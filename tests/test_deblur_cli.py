@@ -17,15 +17,14 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-import torch
+from helpers import gkm, tiny_checkpoint
 from typer.testing import CliRunner
 
 from gkm_cli.api import Deblurrer
 from gkm_cli.cli import app
 from gkm_cli.engine.manifest import MANIFEST_NAME
 from gkm_cli.images import Image, decode_image, read_image, write_image
-from gkm_cli.nets import TINY_OVERRIDES, create_model
-from gkm_cli.nets.checkpoint import load_weights, save_weights
+from gkm_cli.nets.checkpoint import load_weights
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -70,21 +69,9 @@ def _save(path: Path, pixels: np.ndarray, dtype: str, fmt: str, alpha: np.ndarra
     return path
 
 
-def random_checkpoint(name: str, folder: Path) -> Path:
-    """A tiny ``name`` network with perturbed weights, saved as a checkpoint in ``folder``."""
-    torch.manual_seed(0)
-    model = create_model(name, **TINY_OVERRIDES[name])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))  # not the identity the untrained net starts as
-    path = folder / f"tiny_{name}.safetensors"
-    save_weights(model, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    return random_checkpoint("ggkmnet", tmp_path_factory.mktemp("weights"))
+    return tiny_checkpoint(tmp_path_factory.mktemp("weights"), "ggkmnet")
 
 
 ICC, EXIF = make_icc(), make_exif()
@@ -114,11 +101,6 @@ def invoke(*args: str, env: dict | None = None, input: bytes | None = None):
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-
-def gkm(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gkm_cli", *map(str, args)], env=full_env, capture_output=True, timeout=300, **kw)
 
 
 # ---- deblur: a folder end to end ------------------------------------------------------------------
@@ -267,7 +249,7 @@ def test_stdin_to_stdout_in_process(photos, weights):
 def test_stdin_stdout_pipe_subprocess(photos, weights, tmp_path):
     src = photos / "photo16.tif"
     with open(src, "rb") as fin:
-        proc = gkm("deblur", "-", "-o", "-", "--weights", weights, stdin=fin)
+        proc = gkm("deblur", "-", "-o", "-", "--weights", weights, stdin=fin, text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     out = tifffile.imread(io.BytesIO(proc.stdout))  # stdout holds exactly one TIFF, nothing else
     assert out.shape == (60, 80, 3) and out.dtype == np.uint16
@@ -295,7 +277,7 @@ def test_killed_run_leaves_no_finished_looking_partial_output(photos, weights, t
         rel = p.relative_to(out)
         src, dst = read_image(photos / rel), read_image(p)
         assert (dst.height, dst.width, dst.channels) == (src.height, src.width, src.channels)
-    again = gkm("deblur", photos, "-r", "-o", out, "--weights", weights, "--json")
+    again = gkm("deblur", photos, "-r", "-o", out, "--weights", weights, "--json", text=False)
     assert again.returncode == 0, again.stderr.decode()
     status = [r["status"] for r in json_lines(again.stdout.decode())[:-1]]
     assert status.count("skipped") == len(visible) and status.count("ok") == len(GOOD) - len(visible)
@@ -400,7 +382,7 @@ def test_a_missing_input_fails_before_the_model_loads(tmp_path):
 
 @pytest.fixture(scope="module")
 def gkmnet_weights(tmp_path_factory) -> Path:
-    return random_checkpoint("gkmnet", tmp_path_factory.mktemp("weights"))
+    return tiny_checkpoint(tmp_path_factory.mktemp("weights"), "gkmnet")
 
 
 def test_onnxruntime_backend_equals_torch(photos, gkmnet_weights, tmp_path):
@@ -433,7 +415,7 @@ def test_onnxruntime_backend_refuses_what_it_cannot_run(photos, weights, gkmnet_
 
 
 def test_warnings_are_one_line_on_the_console(photos, weights, tmp_path):
-    proc = gkm("deblur", photos / "rgba.png", "-o", tmp_path / "o", "--format", "jpeg", "--weights", weights, "-q")
+    proc = gkm("deblur", photos / "rgba.png", "-o", tmp_path / "o", "--format", "jpeg", "--weights", weights, "-q", text=False)
     assert proc.returncode == 0, proc.stderr.decode()
     lines = proc.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: ") and "alpha" in lines[0]

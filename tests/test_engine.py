@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import photo, psnr, tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gkm_cli.api
-from gkm_cli.api import Deblurrer
 from gkm_cli import runtime
-from gkm_cli.runtime import RankInfo
+from gkm_cli.api import Deblurrer
 from gkm_cli.engine import memory
 from gkm_cli.engine import runner as runner_mod
 from gkm_cli.engine.distributed import split_work
@@ -48,34 +48,11 @@ from gkm_cli.engine.tiling import (
     split_axis,
 )
 from gkm_cli.errors import GkmError, ImageWriteError, ModelError, SettingError, UsageError
-from gkm_cli.nets import TINY_OVERRIDES, create_model, get_spec, list_models
+from gkm_cli.nets import create_model, get_spec, list_models
 from gkm_cli.nets.base import ModelSpec
+from gkm_cli.runtime import RankInfo
 
 CPU = torch.device("cpu")
-
-
-def tiny(name: str = "ggkmnet", seed: int = 0, noise: float = 0.02) -> torch.nn.Module:
-    """Tiny network with small weight noise, so the identity-initialised parts are not identity."""
-    torch.manual_seed(seed)
-    model = create_model(name, **TINY_OVERRIDES[name]).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(noise * torch.randn_like(p))
-    return model
-
-
-def photo(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
-    """Smooth structure plus noise, float32 in [0, 1] (H x W x C)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = [0.5 + 0.4 * np.sin(x / (5 + 3 * k) + y / (7 + 2 * k)) for k in range(c)]
-    img = np.stack(base, -1) + 0.05 * rng.standard_normal((h, w, c))
-    return np.clip(img, 0, 1).astype(np.float32)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.clip(a, 0, 1).astype(np.float64) - np.clip(b, 0, 1)) ** 2))
-    return 10 * np.log10(1 / max(mse, 1e-20))
 
 
 # ---- device and precision -----------------------------------------------------------------
@@ -134,7 +111,6 @@ def test_free_memory_reading(tmp_path):
     fake.write_text("MemTotal:  1000 kB\nMemFree:  10 kB\nMemAvailable:   2048 kB\n")
     assert memory._meminfo_available(fake) == 2048 * 1024
     assert memory._meminfo_available(tmp_path / "missing") is None
-    assert memory.free_memory_bytes(CPU) > 0
     cg = tmp_path / "cg"
     cg.mkdir()
     (cg / "memory.max").write_text("1000\n")
@@ -142,6 +118,42 @@ def test_free_memory_reading(tmp_path):
     assert memory._cgroup_headroom(cg) == 600
     (cg / "memory.max").write_text("max\n")
     assert memory._cgroup_headroom(cg) is None
+
+
+def test_host_memory_is_meminfo_bounded_by_cgroup_and_the_fallback_only_when_nothing_reads(tmp_path, monkeypatch):
+    meminfo, cg = tmp_path / "meminfo", tmp_path / "cg"
+    meminfo.write_text("MemTotal:  8000000 kB\nMemAvailable:   2048 kB\n")
+    cg.mkdir()
+    (cg / "memory.max").write_text("max\n")
+    read_meminfo, read_cgroup = memory._meminfo_available, memory._cgroup_headroom
+    monkeypatch.setattr(memory, "_meminfo_available", lambda: read_meminfo(meminfo))
+    monkeypatch.setattr(memory, "_cgroup_headroom", lambda: read_cgroup(cg))
+    assert memory.host_available_bytes() == 2048 * 1024  # no container limit: MemAvailable
+    assert memory.free_memory_bytes(CPU) == 2048 * 1024
+    (cg / "memory.max").write_text(f"{1 << 20}\n")
+    (cg / "memory.current").write_text(f"{1 << 18}\n")
+    assert memory.host_available_bytes() == (1 << 20) - (1 << 18)  # a tighter container limit wins
+    (cg / "memory.max").write_text("max\n")
+
+    pages = {"SC_AVPHYS_PAGES": 3, "SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(memory, "_meminfo_available", lambda: None)  # no /proc: sysconf pages
+    monkeypatch.setattr(memory.os, "sysconf", lambda name: pages[name])
+    assert memory.host_available_bytes() == 3 * 4096
+
+    def unreadable(name: str) -> int:
+        raise ValueError(name)
+
+    monkeypatch.setattr(memory.os, "sysconf", unreadable)  # nothing readable at all
+    assert memory.host_available_bytes() == memory.FALLBACK_FREE_BYTES
+    (cg / "memory.max").write_text(f"{1 << 20}\n")  # the fallback is still bounded by the container
+    assert memory.host_available_bytes() == (1 << 20) - (1 << 18)
+
+
+def test_this_machine_reports_its_memory_not_the_fallback():
+    if not Path("/proc/meminfo").exists():
+        pytest.skip("needs /proc/meminfo")
+    assert memory._meminfo_available() is not None
+    assert memory.host_available_bytes() != memory.FALLBACK_FREE_BYTES
 
 
 # ---- tile planning and blending ------------------------------------------------------------
@@ -207,21 +219,21 @@ def test_auto_core_respects_budget():
 
 
 def test_auto_plan_follows_free_memory(monkeypatch):
-    eng = Engine(tiny(), CPU)
+    eng = Engine(tiny_model().eval(), CPU)
     monkeypatch.setattr(runner_mod, "free_memory_bytes", lambda d: 64 << 30)
     assert eng.plan(300, 200).single
     monkeypatch.setattr(runner_mod, "free_memory_bytes", lambda d: 1 << 30)
     plan = eng.plan(3000, 2000)
     assert len(plan.tiles) > 1
     biggest = max(t.box[2] * t.box[3] for t in plan.tiles)
-    assert biggest * tiny().spec.bytes_per_pixel <= (1 << 30) * 0.5
+    assert biggest * tiny_model().eval().spec.bytes_per_pixel <= (1 << 30) * 0.5
 
 
 # ---- the engine ------------------------------------------------------------------------------
 
 
 def test_single_tile_equals_model():
-    model = tiny()
+    model = tiny_model().eval()
     x = photo(37, 53)
     out = Engine(model, CPU).run(x, sigma=True)
     with torch.no_grad():
@@ -233,7 +245,7 @@ def test_single_tile_equals_model():
 
 @pytest.mark.parametrize("name", ["ggkmnet", "gkmanet"])
 def test_tiled_matches_untiled_tiny(name):
-    model = tiny(name)
+    model = tiny_model(name).eval()
     x = photo(100, 150, seed=1)
     whole = Engine(model, CPU, tiling=TileSettings(tile=4096)).run(x, sigma=True)
     tiled = Engine(model, CPU, tiling=TileSettings(tile=48, overlap=48)).run(x, sigma=True)
@@ -245,7 +257,7 @@ def test_tiled_matches_untiled_tiny(name):
 
 def test_gkmnet_tiles_with_a_note_that_it_is_not_tile_exact():
     notes = []
-    eng = Engine(tiny("gkmnet"), CPU, tiling=TileSettings(tile=32, overlap=16), notify=notes.append)
+    eng = Engine(tiny_model("gkmnet").eval(), CPU, tiling=TileSettings(tile=32, overlap=16), notify=notes.append)
     for _ in range(2):
         out = eng.run(photo(64, 80), sigma=True)
         assert out.image.shape == (64, 80, 3) and out.sigma.shape == (64, 80) and out.tiles == 6
@@ -253,7 +265,7 @@ def test_gkmnet_tiles_with_a_note_that_it_is_not_tile_exact():
 
 
 def test_context_built_once_per_image(monkeypatch):
-    model = tiny()
+    model = tiny_model().eval()
     calls = {"stats": 0, "make": 0}
     stats, make = model.context_stats_padded, model.make_context
 
@@ -275,7 +287,7 @@ def test_context_built_once_per_image(monkeypatch):
 
 
 def test_run_restores_training_mode():
-    model = tiny().train()
+    model = tiny_model().eval().train()
     Engine(model, CPU).run(photo(32, 32))
     assert model.training
     model.eval()
@@ -284,7 +296,7 @@ def test_run_restores_training_mode():
 
 
 def test_gray_runs_as_replicated_rgb():
-    model = tiny()
+    model = tiny_model().eval()
     gray = photo(40, 56, c=1)
     out = Engine(model, CPU).run(gray).image
     rgb = Engine(model, CPU).run(np.repeat(gray, 3, axis=2)).image
@@ -293,7 +305,7 @@ def test_gray_runs_as_replicated_rgb():
 
 
 def test_non_finite_low_precision_tile_is_rerun_in_fp32():
-    model = tiny()
+    model = tiny_model().eval()
     forward = model.forward
 
     def poisoned(y, context=None, **kw):
@@ -315,7 +327,7 @@ def test_non_finite_low_precision_tile_is_rerun_in_fp32():
 
 
 def test_out_of_memory_halves_the_tile_once():
-    model = tiny()
+    model = tiny_model().eval()
     forward = model.forward
 
     def limited(y, context=None, **kw):
@@ -331,7 +343,7 @@ def test_out_of_memory_halves_the_tile_once():
     second = eng.run(x)
     assert first.core == 64 and first.tiles == 4 and second.core == 64
     assert len(notes) == 1 and "halved to 64" in notes[0]
-    whole = Engine(tiny(), CPU, tiling=TileSettings(tile=4096)).run(x)
+    whole = Engine(tiny_model().eval(), CPU, tiling=TileSettings(tile=4096)).run(x)
     assert psnr(first.image, whole.image) > 40
 
     def always(y, context=None, **kw):
@@ -344,7 +356,7 @@ def test_out_of_memory_halves_the_tile_once():
 
 def test_cpu_allocator_failure_also_halves_the_tile():
     """The CPU allocator raises a plain RuntimeError; it must not end the run with a traceback."""
-    model = tiny()
+    model = tiny_model().eval()
     forward = model.forward
 
     def limited(y, context=None, **kw):
@@ -367,10 +379,10 @@ def test_cpu_allocator_failure_also_halves_the_tile():
 
 def test_overlap_is_rounded_and_validated():
     notes = []
-    eng = Engine(tiny(), CPU, tiling=TileSettings(tile=64, overlap=20), notify=notes.append)
+    eng = Engine(tiny_model().eval(), CPU, tiling=TileSettings(tile=64, overlap=20), notify=notes.append)
     assert eng.overlap == 32 and notes
     with pytest.raises(UsageError):
-        Engine(tiny(), CPU, tiling=TileSettings(tile=8))
+        Engine(tiny_model().eval(), CPU, tiling=TileSettings(tile=8))
 
 
 @pytest.mark.slow
@@ -590,7 +602,7 @@ def test_api_docstring_example_runs():
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
 @pytest.mark.parametrize("shape", [(33, 47), (33, 47, 1), (33, 47, 3), (33, 47, 4), (33, 47, 2)])
 def test_api_arrays_keep_dtype_shape_and_alpha(dtype, shape):
-    d = Deblurrer.from_model(tiny(), device="cpu")
+    d = Deblurrer.from_model(tiny_model().eval(), device="cpu")
     rng = np.random.default_rng(1)
     if dtype == "float32":
         arr = rng.random(shape, dtype=np.float32)
@@ -606,7 +618,7 @@ def test_api_arrays_keep_dtype_shape_and_alpha(dtype, shape):
 
 
 def test_api_matches_engine_and_rejects_bad_input():
-    model = tiny()
+    model = tiny_model().eval()
     d = Deblurrer.from_model(model, device="cpu", tile=32, tile_overlap=16)
     x = photo(48, 64)
     np.testing.assert_allclose(d.deblur(x), Engine(model, CPU, tiling=TileSettings(32, 16)).run(x).image)

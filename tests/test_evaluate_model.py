@@ -5,22 +5,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import write_png
 from typer.testing import CliRunner
 
 from gkm_cli.cli import app
-from gkm_cli.images import encode_image, read_image
+from gkm_cli.images import read_image
 from gkm_cli.nets import TINY_OVERRIDES, create_model
 from gkm_cli.nets.checkpoint import save_weights
 
 runner = CliRunner()
-
-
-def _write_png(path, pixels):
-    from gkm_cli.images import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image(pixels=pixels.astype(np.float32), alpha=None, dtype=np.dtype("uint8"), format="png", icc=None, exif=None)
-    path.write_bytes(encode_image(img, "png"))
 
 
 @pytest.fixture
@@ -43,9 +36,9 @@ def dpdd(tmp_path):
         for name in names:
             sharp = rng.random((40, 56, 3))
             blur = (sharp + np.roll(sharp, 1, 0) + np.roll(sharp, 1, 1)) / 3
-            _write_png(root / split / "target" / f"{name}.png", sharp)
-            _write_png(root / split / "source" / f"{name}.png", blur)
-    _write_png(root / "test_c" / "source" / "orphan.png", rng.random((40, 56, 3)))
+            write_png(root / split / "target" / f"{name}.png", sharp)
+            write_png(root / split / "source" / f"{name}.png", blur)
+    write_png(root / "test_c" / "source" / "orphan.png", rng.random((40, 56, 3)))
     return root
 
 
@@ -91,8 +84,8 @@ def test_save_dir_keeps_scene_folders_apart(tmp_path, checkpoint):
     root = tmp_path / "pairs"
     for scene in ("s1", "s2"):
         sharp = rng.random((40, 56, 3))
-        _write_png(root / "sharp" / scene / "x.png", sharp)
-        _write_png(root / "blur" / scene / "x.png", (sharp + np.roll(sharp, 1, 1)) / 2)
+        write_png(root / "sharp" / scene / "x.png", sharp)
+        write_png(root / "blur" / scene / "x.png", (sharp + np.roll(sharp, 1, 1)) / 2)
     out = tmp_path / "restored"
     result = runner.invoke(app, ["evaluate", "--data", str(root), "--weights", str(checkpoint), "--metrics", "psnr",
                                  "--save-dir", str(out), "--json"])

@@ -21,12 +21,12 @@ import json
 import os
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import gkm
 
 from gkm_cli.images import read_image
 
@@ -53,8 +53,7 @@ def _machine() -> str:
 
 
 def _gkm(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-m", "gkm_cli", *args], capture_output=True, text=True, timeout=900, env=env)
+    proc = gkm(*args, env={"OMP_NUM_THREADS": "2"}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
 

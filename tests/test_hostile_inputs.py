@@ -249,6 +249,7 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
+from helpers import gkm, tiny_checkpoint
 from typer.testing import CliRunner  # noqa: E402
 
 from gkm_cli.cli import app  # noqa: E402
@@ -272,11 +273,7 @@ def visible_files(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("ggkmnet", **TINY_OVERRIDES["ggkmnet"])
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_weights(model, path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("w"), noise=0)
 
 
 @pytest.fixture()
@@ -410,22 +407,18 @@ def test_file_names_are_shown_literally(folder, weights, tmp_path):
     assert "\x1b" not in r.stderr and "\N{THUMBS UP SIGN}" not in r.stderr
 
 
-def _gkm(*args: object, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gkm_cli", *map(str, args)], capture_output=False, timeout=300, **kw)
-
-
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_stdout_full_or_closed_is_one_line_and_exit_1(tmp_path, weights):
     src = tmp_path / "noise.png"
     write_image(src, Image(noise(200, 200), None, np.dtype("uint8"), "png"))  # > 64 KB: more than a pipe holds
     with open("/dev/full", "wb") as full, open(src, "rb") as fin:
-        r = _gkm("deblur", "-", "-o", "-", "--weights", weights, "-q", stdin=fin, stdout=full, stderr=subprocess.PIPE)
+        r = gkm("deblur", "-", "-o", "-", "--weights", weights, "-q", capture_output=False, text=False, stdin=fin, stdout=full, stderr=subprocess.PIPE)
     err = r.stderr.decode()
     assert r.returncode == 1 and err.strip().splitlines() == ["failed: <stdout>: cannot write (disk full)"], err
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is written
     with open(src, "rb") as fin:
-        r = _gkm("deblur", "-", "-o", "-", "--weights", weights, "-q", stdin=fin, stdout=write_end, stderr=subprocess.PIPE)
+        r = gkm("deblur", "-", "-o", "-", "--weights", weights, "-q", capture_output=False, text=False, stdin=fin, stdout=write_end, stderr=subprocess.PIPE)
     os.close(write_end)
     err = r.stderr.decode()
     assert r.returncode == 1 and len(err.strip().splitlines()) == 1 and "broken pipe" in err, err

@@ -6,18 +6,17 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import gkm, write_png
 from typer.testing import CliRunner
 
 from gkm_cli.cli import app
-from gkm_cli.images import Image, encode_image, read_image
+from gkm_cli.images import read_image
 from gkm_cli.nets import TINY_OVERRIDES, create_model
 from gkm_cli.nets.checkpoint import card_path, load_weights
 from gkm_cli.nets.gkm_layouts import ImageStatsBatchNorm, filtered_channels, layout_mix_and_sum
@@ -25,10 +24,6 @@ from gkm_cli.nets.importers import official_key, to_official
 from gkm_cli.ops.gaussian import dense_kernels
 
 runner = CliRunner()
-
-
-def _gkm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gkm_cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def _tiny_gkmnet(seed: int = 0, **overrides) -> torch.nn.Module:
@@ -44,11 +39,6 @@ def _tiny_gkmnet(seed: int = 0, **overrides) -> torch.nn.Module:
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return net.eval()
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    img = Image(pixels=pixels.astype(np.float32), alpha=None, dtype=np.dtype("uint8"), format="png", icc=None, exif=None)
-    path.write_bytes(encode_image(img, "png"))
 
 
 # --- the key map ------------------------------------------------------------------------------
@@ -211,7 +201,7 @@ def test_deblur_runs_the_authors_pth_like_its_import(tmp_path: Path) -> None:
     torch.save(to_official(source.state_dict()), pth)
     imported = tmp_path / "official.safetensors"
     assert runner.invoke(app, ["models", "import", str(pth), "-o", str(imported), "--licence", "x"]).exit_code == 0
-    _write_png(tmp_path / "in.png", np.random.default_rng(0).random((40, 56, 3)))
+    write_png(tmp_path / "in.png", np.random.default_rng(0).random((40, 56, 3)))
     for weights, name in ((pth, "a.png"), (imported, "b.png")):
         result = runner.invoke(app, ["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / name), "--weights", str(weights)])
         assert result.exit_code == 0, result.output
@@ -226,7 +216,7 @@ def test_import_refuses_wrong_shapes_and_unknown_files(tmp_path: Path) -> None:
     result = runner.invoke(app, ["models", "import", str(tmp_path / "bad.pth"), "-o", str(tmp_path / "o.safetensors"), "--licence", "x"])
     assert result.exit_code == 2 and "SumLayer.conv.bias" in result.output
     (tmp_path / "w.pkl").write_bytes(b"not weights")
-    result = _gkm("models", "import", str(tmp_path / "w.pkl"), "-o", str(tmp_path / "o.safetensors"), "--licence", "x")
+    result = gkm("models", "import", str(tmp_path / "w.pkl"), "-o", str(tmp_path / "o.safetensors"), "--licence", "x")
     assert result.returncode == 2 and "w.pkl" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -235,12 +225,12 @@ def test_import_refuses_nan_weights_and_out_of_bounds_configs(tmp_path: Path) ->
     state = to_official(_tiny_gkmnet().state_dict())
     state["SumLayer.conv.bias"] = torch.full_like(state["SumLayer.conv.bias"], float("nan"))
     torch.save(state, tmp_path / "nan.pth")
-    result = _gkm("models", "import", str(tmp_path / "nan.pth"), "-o", str(tmp_path / "o.safetensors"), "--licence", "x")
+    result = gkm("models", "import", str(tmp_path / "nan.pth"), "-o", str(tmp_path / "o.safetensors"), "--licence", "x")
     assert result.returncode == 2 and "NaN" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     huge = to_official(_tiny_gkmnet().state_dict())
     huge["APU.conv_atten.conv.weight"] = torch.zeros(1, 1, 1, 999)  # declares a 999 x 999 ConvLSTM kernel
     torch.save(huge, tmp_path / "huge.pth")
-    result = _gkm("models", "import", str(tmp_path / "huge.pth"), "-o", str(tmp_path / "h.safetensors"), "--licence", "x")
+    result = gkm("models", "import", str(tmp_path / "huge.pth"), "-o", str(tmp_path / "h.safetensors"), "--licence", "x")
     assert result.returncode == 2 and "lstm_kernel" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "h.safetensors").exists()
 
@@ -276,12 +266,12 @@ def test_malicious_pickle_is_refused_and_never_run(tmp_path: Path, kind: str) ->
         torch.save(payload, evil, _use_new_zipfile_serialization=False)
     else:
         evil.write_bytes(pickle.dumps(_Payload(marker)))
-    _write_png(tmp_path / "in.png", np.zeros((16, 16, 3)))
+    write_png(tmp_path / "in.png", np.zeros((16, 16, 3)))
     for args in (
         ("models", "import", str(evil), "-o", str(tmp_path / "o.safetensors"), "--licence", "x"),
         ("deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--weights", str(evil)),
     ):
-        result = _gkm(*args)
+        result = gkm(*args)
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "evil.pth" in lines[0] and "refus" in lines[0], lines

@@ -328,22 +328,11 @@ def test_cuda_matches_cpu(net: torch.nn.Module) -> None:
     assert float(lpips(x.cuda(), y.cuda(), net=gpu)[0]) == pytest.approx(float(lpips(x, y, net=net)[0]), abs=1e-4)
 
 
-def _converter():  # scripts/ is not a package: load the conversion script as a module
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "convert_lpips_weights.py"
-    spec = importlib.util.spec_from_file_location("convert_lpips_weights", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_converter_unpickler_and_writer(tmp_path: Path) -> None:
     import io
     import pickle
 
-    conv = _converter()
+    import convert_lpips_weights as conv  # scripts/ is on the test path (pyproject: pytest pythonpath)
     arrays = {"AlexNet_0": {"Conv_0": {"bias": np.arange(3, dtype=np.float32)}}}
     data = pickle.dumps(arrays, protocol=3)
     loaded = conv.RestrictedUnpickler(io.BytesIO(data), conv.NUMPY_GLOBALS).load()  # the package's unpickler

@@ -2,16 +2,12 @@
 
 import pytest
 import torch
+from helpers import tiny_model
 
 from gkm_cli.errors import ModelError
-from gkm_cli.nets import TINY_OVERRIDES, create_model, get_spec, list_models
+from gkm_cli.nets import create_model, get_spec, list_models
 from gkm_cli.nets.base import pad_to_multiple
 from gkm_cli.nets.checkpoint import load_weights, save_weights
-
-
-def tiny(name):
-    torch.manual_seed(0)
-    return create_model(name, **TINY_OVERRIDES[name])
 
 
 def test_registry_lists_the_family():
@@ -25,7 +21,7 @@ def test_registry_lists_the_family():
 
 @pytest.mark.parametrize("name", list_models())
 def test_forward_odd_size_and_backward_reaches_every_parameter(name):
-    model = tiny(name).train()
+    model = tiny_model(name, noise=0).train()
     with torch.no_grad():  # leave the zero-initialised residual branches, so every path carries gradient
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -42,7 +38,7 @@ def test_forward_odd_size_and_backward_reaches_every_parameter(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_scale_outputs_are_quarter_half_full(name):
-    out = tiny(name).eval()(torch.rand(2, 3, 64, 96))
+    out = tiny_model(name, noise=0).eval()(torch.rand(2, 3, 64, 96))
     assert [tuple(s.shape[-2:]) for s in out.scales] == [(16, 24), (32, 48), (64, 96)]
     assert out.sigma_map().shape == (2, 1, 64, 96)
     assert (out.sigma_map() >= 0).all()
@@ -68,7 +64,7 @@ def test_self_reconstruction_is_excluded_from_inference_count():
 
 def test_gaussian_banks_are_buffers_not_parameters():
     for name in list_models():
-        m = tiny(name)
+        m = tiny_model(name, noise=0)
         assert all("bank" not in n and "sigma" not in n for n, _ in m.named_parameters())
         kernels = dict(m.named_buffers())["bank_kernels"]  # built once, moves with .to(device)
         assert kernels.shape == (m.bank.num_kernels, 1, 2 * m.bank.radius + 1, 2 * m.bank.radius + 1)
@@ -80,14 +76,14 @@ def test_gaussian_banks_are_buffers_not_parameters():
 def test_untrained_ggkmnet_is_identity():
     """The summation starts as the fixed-point form's identity part: x(t) = y(t)."""
     x = torch.rand(1, 3, 48, 64)
-    out = tiny("ggkmnet").eval()(x)
+    out = tiny_model("ggkmnet", noise=0).eval()(x)
     torch.testing.assert_close(out.image, x)
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if get_spec(n).tile_exact])
 def test_context_from_tiles_equals_whole_image(name):
     """Summing per-tile context stats over a partition reproduces the whole image's context."""
-    model = tiny(name).eval()
+    model = tiny_model(name, noise=0).eval()
     y, _ = pad_to_multiple(torch.rand(1, 3, 80, 112), 16)
     with torch.no_grad():
         whole = model.context(y)
@@ -108,7 +104,7 @@ def test_context_from_tiles_equals_whole_image(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_checkpoint_round_trip(tmp_path, name):
-    model = tiny(name).eval()
+    model = tiny_model(name, noise=0).eval()
     path = tmp_path / f"{name}.safetensors"
     save_weights(model, path, card={"architecture": name})
     loaded = load_weights(path)

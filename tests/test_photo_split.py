@@ -3,16 +3,13 @@ file parses, and where ../shared/data is present it is what the documented rule 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+import split_photos  # scripts/ is on the test path (pyproject: [tool.pytest.ini_options] pythonpath)
+from make_samples import HELD_OUT, SAMPLES
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-import split_photos  # noqa: E402
-from make_samples import HELD_OUT, SAMPLES  # noqa: E402
 
 SHARP = SCRIPTS.parent.parent / "shared" / "data" / "sharp"
 

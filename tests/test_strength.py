@@ -8,33 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import tiny_checkpoint
 from typer.testing import CliRunner
 
 from gkm_cli.api import Deblurrer
 from gkm_cli.cli import app
 from gkm_cli.errors import UsageError
 from gkm_cli.images import Image, read_image, write_image
-from gkm_cli.nets import TINY_OVERRIDES, create_model
-from gkm_cli.nets.checkpoint import load_weights, save_weights
+from gkm_cli.nets.checkpoint import load_weights
 
 runner = CliRunner()
 
 
-def _net() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model("ggkmnet", **TINY_OVERRIDES["ggkmnet"])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))  # not the identity an untrained net starts as
-    return model
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_weights(_net(), path)
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("w"))
 
 
 def _photo(h: int, w: int, c: int, seed: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import psnr
 
 from gkm_cli.data.synth import (
     APERTURE_KINDS,
@@ -20,12 +21,12 @@ from gkm_cli.data.synth import (
     dead_leaves,
     fill_invalid,
     find_depth_sidecar,
+    linear_to_srgb,
     load_inverse_depth,
     psf_kernel,
     random_inv_depth,
     render_defocus,
     srgb_to_linear,
-    linear_to_srgb,
     synthesize,
     thin_lens_coc_scale,
     write_synthetic_set,
@@ -44,11 +45,6 @@ APERTURES = [
     Aperture("mix", mix=0.4),
 ]
 MOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "sharp" / "skimage" / "motorcycle_disp.npz"
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
 
 
 def _texture(h: int, w: int, seed: int) -> np.ndarray:
@@ -115,14 +111,14 @@ def test_in_focus_depth_is_identity() -> None:
     u, _ = random_inv_depth(64, 64, np.random.default_rng(0), "layers")
     # Focus equals depth everywhere: a flat scene focused on itself.
     out, coc = render_defocus(img, np.full((64, 64), 0.7, np.float32), Lens(0.7, 50.0, Aperture("disk")))
-    assert _psnr(out, img) > 60 and coc.max() == 0
+    assert psnr(out, img) > 60 and coc.max() == 0
     # A layered scene with a lens so weak that every CoC stays below a quarter pixel.
     out, coc = render_defocus(img, u, Lens(0.5, 0.4, Aperture("polygon")))
-    assert _psnr(out, img) > 40 and coc.max() == 0
+    assert psnr(out, img) > 40 and coc.max() == 0
     # Through synthesize: an in-focus sample without noise or JPEG.
     s = synthesize(img, np.random.default_rng(1), replace(CLEAN, in_focus_prob=1.0), u)
     assert s.params is not None and s.params.in_focus
-    assert _psnr(s.blurred, s.sharp) > 40 and np.array_equal(s.sharp, img)
+    assert psnr(s.blurred, s.sharp) > 40 and np.array_equal(s.sharp, img)
 
 
 @pytest.mark.parametrize("aperture", [Aperture("disk"), Aperture("polygon", blades=6), Aperture("gaussian")], ids=lambda a: a.kind)
@@ -134,7 +130,7 @@ def test_blur_grows_with_distance_from_focus(aperture: Aperture) -> None:
         plane = np.full((72, 72), 1.0 - dist, np.float32)
         out, coc = render_defocus(img, plane, lens)
         energies.append(_grad_energy(out))
-        psnrs.append(_psnr(out, img))
+        psnrs.append(psnr(out, img))
         radii.append(float(coc.mean()))
     assert radii == sorted(radii) and radii[0] == 0 and radii[-1] == 12.0  # clipped at max_radius
     assert all(b < a for a, b in zip(energies, energies[1:-1]))
@@ -248,10 +244,10 @@ def test_noise_and_jpeg_change_only_the_blurred_image() -> None:
     img = _texture(48, 48, 4)
     base = replace(CLEAN, in_focus_prob=1.0)
     s = synthesize(img, np.random.default_rng(0), replace(base, noise_prob=1.0))
-    assert np.array_equal(s.sharp, img) and 25 < _psnr(s.blurred, img) < 70
+    assert np.array_equal(s.sharp, img) and 25 < psnr(s.blurred, img) < 70
     j = synthesize(img, np.random.default_rng(0), replace(base, jpeg_prob=1.0))
     assert j.params is not None and 60 <= j.params.jpeg_quality <= 95
-    assert np.allclose(j.blurred * 255, np.rint(j.blurred * 255), atol=1e-3) and 15 < _psnr(j.blurred, img) < 60
+    assert np.allclose(j.blurred * 255, np.rint(j.blurred * 255), atol=1e-3) and 15 < psnr(j.blurred, img) < 60
 
 
 def test_synthesis_is_deterministic_for_a_seed() -> None:

@@ -7,27 +7,16 @@ spandrel and spandrel_extra_arches are installed by scripts/bootstrap.sh, so the
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import gkm, write_png
 
 from gkm_cli.api import Deblurrer
-from gkm_cli.images import Image, encode_image, read_image
+from gkm_cli.images import read_image
 from gkm_cli.nets.zoo import ZooNetwork, import_spandrel
-
-
-def _gkm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gkm_cli", *args], capture_output=True, text=True, timeout=300)
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image(pixels=pixels.astype(np.float32), alpha=None, dtype=np.dtype("uint8"), format="png", icc=None, exif=None)
-    path.write_bytes(encode_image(img, "png"))
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +51,8 @@ def test_nafnet_pth_is_detected_and_wrapped(nafnet_pth: Path) -> None:
 def test_deblur_and_evaluate_run_a_spandrel_pth_end_to_end(tmp_path: Path, nafnet_pth: Path) -> None:
     rng = np.random.default_rng(0)
     photo = rng.random((40, 56, 3))
-    _write_png(tmp_path / "in.png", photo)
-    proc = _gkm("deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--weights", str(nafnet_pth), "--json")
+    write_png(tmp_path / "in.png", photo)
+    proc = gkm("deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--weights", str(nafnet_pth), "--json")
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert records[0]["status"] == "ok" and records[-1]["model"] == "spandrel:NAFNet"
@@ -74,9 +63,9 @@ def test_deblur_and_evaluate_run_a_spandrel_pth_end_to_end(tmp_path: Path, nafne
     root = tmp_path / "dpdd"
     for name in ("b", "c"):
         sharp = rng.random((40, 56, 3))
-        _write_png(root / "test_c" / "target" / f"{name}.png", sharp)
-        _write_png(root / "test_c" / "source" / f"{name}.png", (sharp + np.roll(sharp, 1, 0)) / 2)
-    proc = _gkm("evaluate", "--data", str(root), "--weights", str(nafnet_pth), "--metrics", "psnr,ssim", "--json")
+        write_png(root / "test_c" / "target" / f"{name}.png", sharp)
+        write_png(root / "test_c" / "source" / f"{name}.png", (sharp + np.roll(sharp, 1, 0)) / 2)
+    proc = gkm("evaluate", "--data", str(root), "--weights", str(nafnet_pth), "--metrics", "psnr,ssim", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert sorted(i["name"] for i in report["images"]) == ["b", "c"]
@@ -86,7 +75,7 @@ def test_deblur_and_evaluate_run_a_spandrel_pth_end_to_end(tmp_path: Path, nafne
 
 def test_import_spandrel_to_safetensors_runs_identically(tmp_path: Path, nafnet_pth: Path) -> None:
     out = tmp_path / "nafnet.safetensors"
-    proc = _gkm("models", "import", str(nafnet_pth), "-o", str(out), "--licence", "MIT")
+    proc = gkm("models", "import", str(nafnet_pth), "-o", str(out), "--licence", "MIT")
     assert proc.returncode == 0, proc.stderr
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["kind"] == "spandrel" and card["architecture"] == "spandrel:NAFNet" and card["licence"] == "MIT"
@@ -113,7 +102,7 @@ def test_restormer_single_image_defocus_layout_is_detected(tmp_path: Path) -> No
     assert "Restormer" not in {a.architecture.id for a in spandrel.MAIN_REGISTRY}  # global registry untouched
     dual = Restormer(inp_channels=6, dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 1, 1], dual_pixel_task=True)
     torch.save(dual.state_dict(), tmp_path / "dual.pth")
-    proc = _gkm("models", "import", str(tmp_path / "dual.pth"), "-o", str(tmp_path / "d.safetensors"), "--licence", "x")
+    proc = gkm("models", "import", str(tmp_path / "dual.pth"), "-o", str(tmp_path / "d.safetensors"), "--licence", "x")
     assert proc.returncode == 2 and "dual-pixel" in proc.stderr
 
 
@@ -123,18 +112,19 @@ def test_unsuitable_models_are_refused_with_one_line(tmp_path: Path) -> None:
 
     torch.save(SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2).state_dict(), tmp_path / "sr.pth")
     torch.save({"foo.weight": torch.zeros(3, 3)}, tmp_path / "unknown.pth")
-    _write_png(tmp_path / "in.png", np.zeros((16, 16, 3)))
+    write_png(tmp_path / "in.png", np.zeros((16, 16, 3)))
     for name, words in (("sr.pth", "upscales"), ("unknown.pth", "no architecture spandrel knows")):
-        proc = _gkm("deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"), "--weights", str(tmp_path / name))
+        proc = gkm("deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"), "--weights", str(tmp_path / name))
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and name in lines[0] and words in lines[0], proc.stderr
-    proc = _gkm("blurmap", str(tmp_path / "in.png"), "-o", str(tmp_path / "m.npy"), "--weights", str(tmp_path / "sr.pth"))
+    proc = gkm("blurmap", str(tmp_path / "in.png"), "-o", str(tmp_path / "m.npy"), "--weights", str(tmp_path / "sr.pth"))
     assert proc.returncode == 2
 
 
 def test_zoo_pins_agree_with_what_is_installed() -> None:
     """pyproject's zoo extra, scripts/bootstrap.sh and the environment name the same versions."""
     import importlib.metadata
+
     import tomllib
 
     root = Path(__file__).resolve().parents[1]
