@@ -145,7 +145,9 @@ class Deblurrer:
             name, path = resolve_model(model, Path(weights) if weights is not None else None)
             net = None
         if model is not None and weights is not None and name != model:
-            raise SettingError("model", f"{model}: {weights} holds {name} weights, not {model}; name no model or pick matching weights")
+            raise SettingError(
+                "model", f"{model}: {weights} holds {name} weights, not {model}; name no model or pick matching weights"
+            )
         if net is None:
             net = load_weights(path)
         self._setup(net, device, precision, tile, tile_overlap, notify, local_rank, path, backend, strength)
@@ -258,7 +260,9 @@ class Deblurrer:
         """Deblur a :class:`gkm_cli.images.Image`; metadata, alpha and sample type are kept.
         ``on_tile(done, total)`` reports progress through the tiles of a large image;
         ``strength``: this call's blend with the input (None: the Deblurrer's)."""
-        result = self.engine.run(img.pixels, image=True, on_tile=on_tile, strength=self.strength if strength is None else strength)
+        result = self.engine.run(
+            img.pixels, image=True, on_tile=on_tile, strength=self.strength if strength is None else strength
+        )
         assert result.image is not None  # image=True
         return with_pixels(img, result.image)
 

@@ -48,7 +48,15 @@ import torch
 from torch import nn
 
 from gkm_cli.errors import GkmError, ModelError, UsageError
-from gkm_cli.runtime import autocast, host_info, intra_op_threads, parse_precision, precision_dtype, resolve_device, select_dtype
+from gkm_cli.runtime import (
+    autocast,
+    host_info,
+    intra_op_threads,
+    parse_precision,
+    precision_dtype,
+    resolve_device,
+    select_dtype,
+)
 
 if TYPE_CHECKING:  # the networks load lazily: `gkm benchmark --help` stays fast
     from gkm_cli.nets.base import GkmNetwork
@@ -96,6 +104,7 @@ RESULT_FIELDS = (
     "speedup_vs_reference",
     "max_abs_diff_vs_reference",
 )
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -201,7 +210,9 @@ def _module_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: ob
     return 0.0, 0.0
 
 
-def count_macs(model_name: str, height: int, width: int, batch: int = 1, overrides: dict[str, object] | None = None) -> MacCounts:
+def count_macs(
+    model_name: str, height: int, width: int, batch: int = 1, overrides: dict[str, object] | None = None
+) -> MacCounts:
     """MACs of one inference forward of ``model_name`` on batch x 3 x height x width.
 
     Runs the reference path on the ``meta`` device (shapes only: instant, no memory), with
@@ -307,7 +318,9 @@ def _gaussian_methods(model: GkmNetwork, height: int, width: int, device: torch.
     return out
 
 
-def _tiled_runner(model: GkmNetwork, device: torch.device, precision: str, tile: int, x: torch.Tensor) -> Callable[[], object]:
+def _tiled_runner(
+    model: GkmNetwork, device: torch.device, precision: str, tile: int, x: torch.Tensor
+) -> Callable[[], object]:
     """A callable that runs one image through the tiling engine with ``tile`` px cores."""
     from gkm_cli.engine.runner import Engine
     from gkm_cli.engine.tiling import TileSettings
@@ -376,7 +389,9 @@ def _measure(cfg: BenchConfig) -> BenchRecord:
         _sync(device)
         times = [_timed(fast, device)]  # peak memory is reached on the first forward
         if device.type == "cuda":
-            record.update(peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20, memory_kind="cuda_max_allocated")
+            record.update(
+                peak_memory_mb=torch.cuda.max_memory_allocated(device) / 2**20, memory_kind="cuda_max_allocated"
+            )
         else:
             base = rss_before if rss_before is not None else peak_before
             record.update(peak_memory_mb=max(_peak_rss_bytes() - base, 0) / 2**20, memory_kind="cpu_peak_rss_delta")
@@ -449,7 +464,7 @@ def _fast_runner(cfg: BenchConfig, model: GkmNetwork, device: torch.device, x: t
     if cfg.compile:
         try:
             forward = torch.compile(model)
-        except Exception as e:  # noqa: BLE001 - backend availability varies; report it in one line
+        except Exception as e:
             raise GkmError(f"--compile failed: {type(e).__name__}: {e}") from None
 
     def run(inp: torch.Tensor = x) -> object:
@@ -481,7 +496,9 @@ def _cuda_graph(run: Callable[[torch.Tensor], object], x: torch.Tensor, device: 
     return replay
 
 
-def _reference_runner(cfg: BenchConfig, model: GkmNetwork, device: torch.device, x: torch.Tensor) -> Callable[[], object]:
+def _reference_runner(
+    cfg: BenchConfig, model: GkmNetwork, device: torch.device, x: torch.Tensor
+) -> Callable[[], object]:
     """The reference path of the same model (eager, direct 2-D bank, no fused kernels)."""
     inner = _tiled_runner(model, device, cfg.precision, cfg.tile, x) if cfg.tile is not None else None
 
@@ -542,6 +559,7 @@ def mark_per_pixel_cost(results: list[BenchRecord]) -> list[BenchRecord]:
     """Set ``per_pixel_vs_best``: each record's ns/pixel over the lowest ns/pixel of the same
     model, device, precision, batch and tiling in ``results`` (1.0 = the cheapest size). A size
     sweep whose ratios climb well above ~1.3 has a super-linear path at the larger sizes."""
+
     def key(r: BenchRecord) -> tuple[object, ...]:
         return (r["model"], r["device"], r["precision"], r["batch"], r["tile"], r["compile"], r["channels_last"])
 
@@ -585,18 +603,35 @@ TABLE_COLUMNS: tuple[tuple[str, Callable[[BenchRecord], str]], ...] = (
     ("model", lambda r: r["model"]),
     ("WxH", lambda r: f"{r['width']}x{r['height']}" + (f" x{r['batch']}" if r["batch"] > 1 else "")),
     ("device", lambda r: r["device"] + (f" tile {r['tile']}" if r["tile"] else "")),
-    ("prec.", lambda r: r["precision"] + (" +compile" if r["compile"] else "") + (" +cl" if r["channels_last"] else "") + (" +graph" if r["cuda_graphs"] else "")),
+    (
+        "prec.",
+        lambda r: (
+            r["precision"]
+            + (" +compile" if r["compile"] else "")
+            + (" +cl" if r["channels_last"] else "")
+            + (" +graph" if r["cuda_graphs"] else "")
+        ),
+    ),
     ("params M", lambda r: _fmt(r["params"] / 1e6)),
     ("GMACs all", lambda r: _fmt(r["macs_all_g"], ".1f")),
     ("GMACs mod.", lambda r: _fmt(r["macs_modules_g"], ".1f")),
-    ("GMACs paper", lambda r: _fmt(r["macs_paper_g"], ".1f") + (f" ({r['paper_macs_g']})" if r["paper_macs_g"] else "")),
+    (
+        "GMACs paper",
+        lambda r: _fmt(r["macs_paper_g"], ".1f") + (f" ({r['paper_macs_g']})" if r["paper_macs_g"] else ""),
+    ),
     ("median s", lambda r: _fmt(r["latency_median_s"])),
     ("IQR s", lambda r: f"{_fmt(r['latency_q1_s'])}-{_fmt(r['latency_q3_s'])}"),
     ("MPix/s", lambda r: _fmt(r["mpix_per_s"], ".3f")),
     ("ns/px", lambda r: _fmt(r["ns_per_pixel"], ".0f")),
     ("x best", lambda r: _fmt(r["per_pixel_vs_best"], ".2f")),
     ("peak MiB", lambda r: _fmt(r["peak_memory_mb"], ".0f")),
-    ("ref. s", lambda r: _fmt(r["reference_latency_median_s"]) + (f" ({r['reference_runs']} run{'s' if r['reference_runs'] != 1 else ''})" if r["reference_runs"] else "")),
+    (
+        "ref. s",
+        lambda r: (
+            _fmt(r["reference_latency_median_s"])
+            + (f" ({r['reference_runs']} run{'s' if r['reference_runs'] != 1 else ''})" if r["reference_runs"] else "")
+        ),
+    ),
     ("speed-up", lambda r: _fmt(r["speedup_vs_reference"], ".2f") + ("x" if r["speedup_vs_reference"] else "")),
 )
 

@@ -39,7 +39,9 @@ class _OneLineErrors(TyperGroup):
         except GkmError as e:
             from gkm_cli.console import message
 
-            Console(stderr=True, emoji=False).print(message("error:", "bold red", error_text(e)), highlight=False, soft_wrap=True)
+            Console(stderr=True, emoji=False).print(
+                message("error:", "bold red", error_text(e)), highlight=False, soft_wrap=True
+            )
             raise typer.Exit(e.exit_code) from None
 
 
@@ -63,7 +65,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
 ) -> None:
     """gkm: remove defocus blur from photos."""
 
@@ -107,7 +111,7 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings for people, not tracebacks: ``warning: <message>`` on one line of stderr."""
     text = " ".join(str(message).split())
     print(f"warning: {text}", file=file or sys.stderr)

@@ -120,11 +120,15 @@ def export_onnx(model: GkmNetwork, path: Path | None, *, opset: int = DEFAULT_OP
                 dynamo=False,
                 input_names=["input"],
                 output_names=["image", "sigma"],
-                dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}, "image": {0: "batch", 2: "height", 3: "width"}, "sigma": {0: "batch", 2: "height", 3: "width"}},
+                dynamic_axes={
+                    "input": {0: "batch", 2: "height", 3: "width"},
+                    "image": {0: "batch", 2: "height", 3: "width"},
+                    "sigma": {0: "batch", 2: "height", 3: "width"},
+                },
                 opset_version=opset,
                 do_constant_folding=True,
             )
-        except Exception as e:  # noqa: BLE001 - exporter errors are many kinds; one line for the user
+        except Exception as e:
             raise GkmError(f"ONNX export of {model.spec.name} failed: {type(e).__name__}: {e}") from None
     data = buffer.getvalue()
     if path is not None:
@@ -154,13 +158,15 @@ class OnnxDeblurrer:
         source = model if isinstance(model, bytes) else str(model)
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        except Exception as e:
             raise ModelError(f"cannot load ONNX model: {e}") from None
         self.size_multiple = size_multiple
 
     def run_nchw(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """N x 3 x H x W float32 -> (image N x 3 x H x W, sigma N x 1 x H x W)."""
-        padded, (h, w) = pad_to_multiple(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), self.size_multiple)
+        padded, (h, w) = pad_to_multiple(
+            torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), self.size_multiple
+        )
         image, sigma = self.session.run(["image", "sigma"], {"input": padded.numpy()})
         return image[..., :h, :w], sigma[..., :h, :w]
 

@@ -20,7 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-__all__ = ["STOPPING_ERRNOS", "atomic_write_bytes", "describe_os_error", "file_sha256", "new_file_mode", "stops_the_run"]
+__all__ = [
+    "STOPPING_ERRNOS",
+    "atomic_write_bytes",
+    "describe_os_error",
+    "file_sha256",
+    "new_file_mode",
+    "stops_the_run",
+]
 
 _REASONS: Final[dict[int, str]] = {
     errno.ENOSPC: "disk full",

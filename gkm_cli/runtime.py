@@ -29,12 +29,12 @@ __all__ = [
     "Precision",
     "RankInfo",
     "autocast",
+    "cpu_matrix_units",
     "host_info",
     "intra_op_threads",
     "mps_available",
     "parse_precision",
     "precision_dtype",
-    "cpu_matrix_units",
     "precision_name",
     "rank_from_env",
     "resolve_device",
@@ -51,7 +51,9 @@ def mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def resolve_device(name: str | torch.device = "auto", local_rank: int | None = None, *, mps: bool = True) -> torch.device:
+def resolve_device(
+    name: str | torch.device = "auto", local_rank: int | None = None, *, mps: bool = True
+) -> torch.device:
     """Parse ``auto | cpu | cuda | cuda:N | mps`` into a device that exists on this machine.
 
     ``auto`` picks CUDA, then MPS (unless ``mps`` is False: work in float64, which MPS lacks),

@@ -92,8 +92,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = bench(args.sizes, args.runs, args.batch, args.skip_above)
     if args.json:
-        meta = {"torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor(),
-                "threads": args.threads, "batch": args.batch}
+        meta = {
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "threads": args.threads,
+            "batch": args.batch,
+        }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
 

@@ -68,8 +68,23 @@ def main() -> int:
     src, ckpt, out = work / "big16.tif", work / f"{args.model}_random.safetensors", work / "out"
     make_tiff(src, args.height, args.width)
     make_checkpoint(ckpt, args.model)
-    cmd = [sys.executable, "-m", "gkm_cli", "deblur", str(src), "-o", str(out), "--weights", str(ckpt), "--device", args.device,
-           "--precision", args.precision, "--json", "--overwrite"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gkm_cli",
+        "deblur",
+        str(src),
+        "-o",
+        str(out),
+        "--weights",
+        str(ckpt),
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        "--json",
+        "--overwrite",
+    ]
     if args.tile is not None:
         cmd += ["--tile", str(args.tile)]
     start = time.perf_counter()

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gkm_cli.metrics import load_lpips, lpips, psnr, ssim  # noqa: E402
+from gkm_cli.metrics import load_lpips, lpips, psnr, ssim
 
 DPDD_TEST_PAIRS = 76
 
@@ -59,14 +59,18 @@ def main(argv: list[str] | None = None) -> int:
             _sync(device)
             if i > 0:
                 times[name].append(time.perf_counter() - t0)
-    print(f"{args.pairs} pairs of {args.width}x{args.height} on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    print(
+        f"{args.pairs} pairs of {args.width}x{args.height} on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}"
+    )
     per = {k: sum(v) / len(v) for k, v in times.items()}
     for k, v in per.items():
         print(f"  {k:16s} {v:7.3f} s/pair")
     total = per["psnr"] + per["ssim_gaussian11"] + per["lpips"]
     print(f"  PSNR+SSIM(gaussian11)+LPIPS: {total:.3f} s/pair")
-    print(f"  DPDD test ({DPDD_TEST_PAIRS} pairs): {total * DPDD_TEST_PAIRS:.1f} s; "
-          f"with input baseline: {2 * total * DPDD_TEST_PAIRS:.1f} s")
+    print(
+        f"  DPDD test ({DPDD_TEST_PAIRS} pairs): {total * DPDD_TEST_PAIRS:.1f} s; "
+        f"with input baseline: {2 * total * DPDD_TEST_PAIRS:.1f} s"
+    )
     return 0
 
 

@@ -89,8 +89,13 @@ def main() -> None:
     if args.json:
         import onnxruntime
 
-        meta = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "threads": args.threads,
-                "machine": platform.machine(), "processor": platform.processor()}
+        meta = {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "threads": args.threads,
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+        }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
 

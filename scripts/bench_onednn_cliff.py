@@ -31,13 +31,17 @@ def _ns_per_px(fn, planes: int, h: int, w: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["256x1280", "512x512", "512x768", "720x1280"], help="HxW plane sizes")
+    parser.add_argument(
+        "--sizes", nargs="+", default=["256x1280", "512x512", "512x768", "720x1280"], help="HxW plane sizes"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bank = gkm_bank()
     kernels = dense_kernels(bank)
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     with torch.inference_mode():
         for size in args.sizes:
             h, w = (int(v) for v in size.lower().split("x"))

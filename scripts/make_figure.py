@@ -58,10 +58,20 @@ def main() -> None:
         restored = d.deblur(blurred)
         win = (slice(top, top + size), slice(left, left + size))
         b, r, s = blurred[win], restored[win], sharp[win]
-        print(f"{sample}: crop PSNR input {psnr(b, s):.2f} dB, gkm {psnr(r, s):.2f} dB; "
-              f"whole image input {psnr(blurred, sharp):.2f} dB, gkm {psnr(restored, sharp):.2f} dB")
-        rows.append(np.concatenate([labelled(b, f"input {psnr(b, s):.1f} dB"), labelled(r, f"gkm {psnr(r, s):.1f} dB"),
-                                    labelled(s, "sharp source")], axis=1))
+        print(
+            f"{sample}: crop PSNR input {psnr(b, s):.2f} dB, gkm {psnr(r, s):.2f} dB; "
+            f"whole image input {psnr(blurred, sharp):.2f} dB, gkm {psnr(restored, sharp):.2f} dB"
+        )
+        rows.append(
+            np.concatenate(
+                [
+                    labelled(b, f"input {psnr(b, s):.1f} dB"),
+                    labelled(r, f"gkm {psnr(r, s):.1f} dB"),
+                    labelled(s, "sharp source"),
+                ],
+                axis=1,
+            )
+        )
     figure = np.concatenate(rows, axis=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR))

@@ -40,7 +40,9 @@ def main(argv: list[str]) -> int:
         return 2
     name, sizes = argv[0], [int(s) for s in argv[1:]]
     for size in sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", name, str(size)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", name, str(size)], capture_output=True, text=True, check=True
+        )
         print(f"{name} {size}x{size}: {out.stdout.strip()} B/px")
     return 0
 

@@ -53,8 +53,14 @@ def main() -> None:
     ap.add_argument("--eval", type=Path, required=True, help="folder with real_dev.json / val_synth.json")
     ap.add_argument("--name", default="ggkmnet")
     ap.add_argument("--note", default="", help="how this checkpoint was chosen")
-    ap.add_argument("--train-command", default="scripts/train_shipped.sh (GKM_NPROC=2)", help="the script that trains it")
-    ap.add_argument("--init-card", type=Path, help="card of the weights a fine-tune started from (--init): its training is recorded as stage 1")
+    ap.add_argument(
+        "--train-command", default="scripts/train_shipped.sh (GKM_NPROC=2)", help="the script that trains it"
+    )
+    ap.add_argument(
+        "--init-card",
+        type=Path,
+        help="card of the weights a fine-tune started from (--init): its training is recorded as stage 1",
+    )
     args = ap.parse_args()
 
     load_weights(args.weights)  # refuse anything that does not load

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_samples import HELD_OUT  # noqa: E402
+from make_samples import HELD_OUT
 
 SPLIT_FILE = Path(__file__).resolve().parent / "photo_split.txt"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
@@ -130,7 +130,9 @@ def link_split(sharp: Path, data: Path, roles: dict[str, str]) -> dict[str, int]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sharp", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sharp")
+    ap.add_argument(
+        "--sharp", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sharp"
+    )
     ap.add_argument("--check", action="store_true", help="Exit 1 when the file differs from the rule's split.")
     ap.add_argument("--propose", action="store_true", help="Print the file the rule gives.")
     ap.add_argument("--link", type=Path, metavar="DATA", help="Write the symlink folders under DATA.")

@@ -80,5 +80,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def write_png(path: Path, pixels: np.ndarray) -> None:
     """Float [0, 1] H x W x 3 pixels as an 8-bit PNG at ``path`` (folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image(pixels=pixels.astype(np.float32), alpha=None, dtype=np.dtype("uint8"), format="png", icc=None, exif=None)
+    img = Image(
+        pixels=pixels.astype(np.float32), alpha=None, dtype=np.dtype("uint8"), format="png", icc=None, exif=None
+    )
     path.write_bytes(encode_image(img, "png"))

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import gkm
 from torch import nn
 
 from gkm_cli.benchmark import (
@@ -24,6 +23,7 @@ from gkm_cli.benchmark import (
 from gkm_cli.errors import ModelError, UsageError
 from gkm_cli.nets import TINY_OVERRIDES, create_model
 from gkm_cli.runtime import cpu_matrix_units
+from helpers import gkm
 
 
 def test_parse_size_is_width_by_height():
@@ -96,7 +96,9 @@ def test_cli_benchmark_json_end_to_end():
 
 
 def test_compare_reference_in_process_records_ratio_and_equality(tmp_path):
-    cfg = BenchConfig(model="gkmnet", height=48, width=80, runs=2, warmup=0, tiny=True, compare_reference=True, threads=1)
+    cfg = BenchConfig(
+        model="gkmnet", height=48, width=80, runs=2, warmup=0, tiny=True, compare_reference=True, threads=1
+    )
     r = run_config(cfg)
     _check_record(r, "gkmnet", 48, 80)
     assert r["speedup_vs_reference"] == pytest.approx(r["reference_latency_median_s"] / r["latency_median_s"])
@@ -109,7 +111,19 @@ def test_compare_reference_in_process_records_ratio_and_equality(tmp_path):
 
 
 def test_reference_runs_and_per_pixel_cost():
-    r = run_config(BenchConfig(model="gkmnet", height=32, width=48, runs=3, warmup=0, tiny=True, compare_reference=True, reference_runs=2, count_macs=False))
+    r = run_config(
+        BenchConfig(
+            model="gkmnet",
+            height=32,
+            width=48,
+            runs=3,
+            warmup=0,
+            tiny=True,
+            compare_reference=True,
+            reference_runs=2,
+            count_macs=False,
+        )
+    )
     assert r["reference_runs"] == 2
     assert r["ns_per_pixel"] == pytest.approx(r["latency_median_s"] / (32 * 48) * 1e9)
     base = {"device": "cpu", "precision": "fp32", "batch": 1, "tile": None, "compile": False, "channels_last": False}
@@ -130,9 +144,13 @@ def test_cli_sweep_adds_the_standard_sizes():
 
 
 def test_tiled_and_bf16_configs_run():
-    r = run_config(BenchConfig(model="ggkmnet", height=64, width=96, runs=1, warmup=0, tiny=True, tile=32, count_macs=False))
+    r = run_config(
+        BenchConfig(model="ggkmnet", height=64, width=96, runs=1, warmup=0, tiny=True, tile=32, count_macs=False)
+    )
     assert r["tile"] == 32 and r["latency_median_s"] > 0 and r["macs_all_g"] is None
-    bf16 = BenchConfig(model="gkmnet", height=32, width=32, runs=1, warmup=0, tiny=True, precision="bf16", count_macs=False)
+    bf16 = BenchConfig(
+        model="gkmnet", height=32, width=32, runs=1, warmup=0, tiny=True, precision="bf16", count_macs=False
+    )
     if cpu_matrix_units("bf16"):
         assert run_config(bf16)["precision"] == "bf16"
     else:  # refused, never silently slower than fp32

@@ -70,12 +70,18 @@ def test_models_json_in_process():
     infos = json.loads(result.output)
     assert [i["name"] for i in infos] == list_models()
     for i in infos:
-        assert i["params"] > 100_000 and ("weights" in i) and (i["weights"] is None or i["weights"].endswith(".safetensors"))
+        assert (
+            i["params"] > 100_000
+            and ("weights" in i)
+            and (i["weights"] is None or i["weights"].endswith(".safetensors"))
+        )
     assert sum(i["default"] for i in infos) == 1
 
 
 def test_models_json_as_subprocess():
-    proc = subprocess.run([sys.executable, "-m", "gkm_cli", "models", "--json"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gkm_cli", "models", "--json"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert {i["name"] for i in json.loads(proc.stdout)} == set(list_models())
 

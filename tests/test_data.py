@@ -98,7 +98,8 @@ def test_rtf_layout_with_role_suffixes(tmp_path: Path, blur_dir: str, gt_dir: st
     assert detect_layout(tmp_path).name == "rtf"
     pairs = list_pairs(tmp_path)
     assert {(p.blur.name, p.sharp.name) for p in pairs} == {
-        ("scene1_blur.png", "scene1_gt.png"), ("scene2.png", "scene2.png")
+        ("scene1_blur.png", "scene1_gt.png"),
+        ("scene2.png", "scene2.png"),
     }
 
 
@@ -201,7 +202,10 @@ def test_pair_patches_keep_16_bit_and_share_the_crop(tmp_path: Path) -> None:
     full = img.astype(np.float32) / 65535.0
     variants = [np.rot90(v, k) for v in (crop, crop[:, ::-1]) for k in range(4)]
     hits = [
-        (y, x) for v in variants for y in range(40 - 23) for x in range(50 - 23)
+        (y, x)
+        for v in variants
+        for y in range(40 - 23)
+        for x in range(50 - 23)
         if np.array_equal(full[y : y + 24, x : x + 24], v)
     ]
     assert hits
@@ -248,7 +252,7 @@ def test_synth_dataset_shapes_and_determinism(photos: list[Path]) -> None:
         assert set(x) == {"blur", "sharp"}
         for key in ("blur", "sharp"):
             assert x[key].shape == (3, 32, 32) and x[key].dtype == torch.float32
-            assert torch.isfinite(x[key]).all() and 0.0 <= float(x[key].min()) and float(x[key].max()) <= 1.0
+            assert torch.isfinite(x[key]).all() and float(x[key].min()) >= 0.0 and float(x[key].max()) <= 1.0
             assert torch.equal(x[key], y[key])
     assert not torch.equal(a[0]["sharp"], a[1]["sharp"])
     a.set_epoch(1)
@@ -278,8 +282,17 @@ def test_synth_dataset_uses_depth_sidecar(tmp_path: Path) -> None:
     disp[0, 0] = np.inf
     np.save(tmp_path / "scene_disp.npy", disp.astype(np.float32))
     cfg = SynthConfig(noise_prob=0.0, jpeg_prob=0.0, in_focus_prob=0.0, focus_on_content_prob=1.0)
-    ds = SynthPatchDataset([img], patch=40, synth_config=cfg, length=8, include_dead_leaves=False,
-                           scale_range=(1.0, 1.0), augment=False, return_coc=True, color_jitter=0.0)
+    ds = SynthPatchDataset(
+        [img],
+        patch=40,
+        synth_config=cfg,
+        length=8,
+        include_dead_leaves=False,
+        scale_range=(1.0, 1.0),
+        augment=False,
+        return_coc=True,
+        color_jitter=0.0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cocs = [ds[i]["coc"][0].numpy() for i in range(8)]

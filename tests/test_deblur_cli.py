@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-from helpers import gkm, tiny_checkpoint
 from typer.testing import CliRunner
 
 from gkm_cli.api import Deblurrer
@@ -25,6 +24,7 @@ from gkm_cli.cli import app
 from gkm_cli.engine.manifest import MANIFEST_NAME
 from gkm_cli.images import Image, decode_image, read_image, write_image
 from gkm_cli.nets.checkpoint import load_weights
+from helpers import gkm, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -69,11 +69,6 @@ def _save(path: Path, pixels: np.ndarray, dtype: str, fmt: str, alpha: np.ndarra
     return path
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("weights"), "ggkmnet")
-
-
 ICC, EXIF = make_icc(), make_exif()
 
 
@@ -83,7 +78,13 @@ def photos(tmp_path) -> Path:
     _save(src / "photo16.tif", smooth(60, 80, 3, 0), "uint16", "tiff", icc=ICC, exif=EXIF)
     _save(src / "photo8.jpg", smooth(48, 64, 3, 1), "uint8", "jpeg", exif=EXIF)
     _save(src / "gray.png", smooth(40, 40, 1, 2), "uint8", "png")
-    _save(src / "rgba.png", smooth(32, 48, 3, 3), "uint16", "png", alpha=np.random.default_rng(4).random((32, 48), dtype=np.float32))
+    _save(
+        src / "rgba.png",
+        smooth(32, 48, 3, 3),
+        "uint16",
+        "png",
+        alpha=np.random.default_rng(4).random((32, 48), dtype=np.float32),
+    )
     _save(src / "odd.png", smooth(37, 53, 3, 5), "uint8", "png")
     _save(src / "big.png", smooth(150, 200, 3, 6), "uint8", "png")
     _save(src / "sub" / "nested.png", smooth(24, 40, 3, 7), "uint8", "png")
@@ -108,11 +109,18 @@ def json_lines(text: str) -> list[dict]:
 
 def test_folder_run_keeps_everything_and_reports_the_broken_file(photos, weights, tmp_path):
     out = tmp_path / "out"
-    result = invoke("deblur", photos, "-r", "-o", out, "--weights", weights, "--tile", "64", "--tile-overlap", "32", "--json")
+    result = invoke(
+        "deblur", photos, "-r", "-o", out, "--weights", weights, "--tile", "64", "--tile-overlap", "32", "--json"
+    )
     assert result.exit_code == 1, result.output  # one input failed, the others were written
     records = json_lines(result.stdout)
     per_image, summary = records[:-1], records[-1]
-    assert summary["summary"] and summary["ok"] == len(GOOD) and summary["failed"] == 1 and summary["total"] == len(GOOD) + 1
+    assert (
+        summary["summary"]
+        and summary["ok"] == len(GOOD)
+        and summary["failed"] == 1
+        and summary["total"] == len(GOOD) + 1
+    )
     by_name = {Path(r["input"]).relative_to(photos).as_posix(): r for r in per_image}
     assert set(by_name) == set(GOOD) | {"broken.png"}
     broken = by_name["broken.png"]
@@ -191,7 +199,10 @@ def test_formats_bit_depth_and_shards(photos, weights, tmp_path):
     assert r.exit_code == 0, r.output
     png = read_image(out / "photo16.png")
     assert png.format == "png" and png.dtype == np.uint8 and png.icc == ICC
-    shards = [invoke("deblur", photos, "-r", "-o", tmp_path / "s", "--shard", f"{i}/2", "--weights", weights, "--json", "-q") for i in (0, 1)]
+    shards = [
+        invoke("deblur", photos, "-r", "-o", tmp_path / "s", "--shard", f"{i}/2", "--weights", weights, "--json", "-q")
+        for i in (0, 1)
+    ]
     done = [Path(rec["input"]).name for s in shards for rec in json_lines(s.stdout)[:-1]]
     assert sorted(done) == sorted([Path(n).name for n in GOOD] + ["broken.png"])  # each once
 
@@ -262,8 +273,22 @@ def test_stdin_stdout_pipe_subprocess(photos, weights, tmp_path):
 def test_killed_run_leaves_no_finished_looking_partial_output(photos, weights, tmp_path):
     out = tmp_path / "out"
     (photos / "broken.png").unlink()
-    cmd = [sys.executable, "-m", "gkm_cli", "deblur", str(photos), "-r", "-o", str(out), "--weights", str(weights), "-q"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "GKM_TEST_WRITE_DELAY": "3"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "gkm_cli",
+        "deblur",
+        str(photos),
+        "-r",
+        "-o",
+        str(out),
+        "--weights",
+        str(weights),
+        "-q",
+    ]
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "GKM_TEST_WRITE_DELAY": "3"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]:
@@ -294,7 +319,19 @@ def test_blurmap_png_with_sidecar_npy_tiff_and_heatmap(photos, weights, tmp_path
     expected = api.blurmap(odd)
     assert expected.shape == (37, 53) and expected.max() > 0
 
-    r = invoke("blurmap", photos / "odd.png", photos / "big.png", "-o", tmp_path / "png", "--weights", weights, "--tile", "64", "--tile-overlap", "32")
+    r = invoke(
+        "blurmap",
+        photos / "odd.png",
+        photos / "big.png",
+        "-o",
+        tmp_path / "png",
+        "--weights",
+        weights,
+        "--tile",
+        "64",
+        "--tile-overlap",
+        "32",
+    )
     assert r.exit_code == 0, r.output
     stored = cv2.imread(str(tmp_path / "png" / "odd.png"), cv2.IMREAD_UNCHANGED)
     side = json.loads((tmp_path / "png" / "odd.json").read_text())
@@ -303,7 +340,20 @@ def test_blurmap_png_with_sidecar_npy_tiff_and_heatmap(photos, weights, tmp_path
     np.testing.assert_allclose(stored / side["scale"], expected, atol=0.51 / side["scale"] + 1e-6)
     assert cv2.imread(str(tmp_path / "png" / "big.png"), cv2.IMREAD_UNCHANGED).shape == (150, 200)
 
-    r = invoke("blurmap", photos / "odd.png", "-o", tmp_path / "npy", "--format", "npy", "--weights", weights, "--tile", "64", "--tile-overlap", "32")
+    r = invoke(
+        "blurmap",
+        photos / "odd.png",
+        "-o",
+        tmp_path / "npy",
+        "--format",
+        "npy",
+        "--weights",
+        weights,
+        "--tile",
+        "64",
+        "--tile-overlap",
+        "32",
+    )
     assert r.exit_code == 0, r.output
     np.testing.assert_allclose(np.load(tmp_path / "npy" / "odd.npy"), expected, atol=1e-6)
 
@@ -389,8 +439,20 @@ def test_onnxruntime_backend_equals_torch(photos, gkmnet_weights, tmp_path):
     pytest.importorskip("onnxruntime")  # the [export] extra, installed by scripts/bootstrap.sh
     outs = {}
     for backend in ("torch", "onnxruntime"):
-        r = invoke("deblur", photos / "odd.png", photos / "photo16.tif", "-o", tmp_path / backend, "--weights", gkmnet_weights,
-                   "--device", "cpu", "--backend", backend, "--json")
+        r = invoke(
+            "deblur",
+            photos / "odd.png",
+            photos / "photo16.tif",
+            "-o",
+            tmp_path / backend,
+            "--weights",
+            gkmnet_weights,
+            "--device",
+            "cpu",
+            "--backend",
+            backend,
+            "--json",
+        )
         assert r.exit_code == 0, r.stderr
         assert json_lines(r.stdout)[-1]["backend"] == backend
         outs[backend] = {p.name: read_image(p) for p in (tmp_path / backend).iterdir() if p.name != MANIFEST_NAME}
@@ -400,22 +462,47 @@ def test_onnxruntime_backend_equals_torch(photos, gkmnet_weights, tmp_path):
         assert got.dtype == ref.dtype
         step = 1 / np.iinfo(ref.dtype).max
         assert np.abs(got.pixels - ref.pixels).max() <= step + 1e-6  # at most one code value apart
-    tiled = invoke("deblur", photos / "big.png", "-o", tmp_path / "tiled", "--weights", gkmnet_weights, "--backend", "onnxruntime",
-                   "--tile", "64", "--tile-overlap", "32")
+    tiled = invoke(
+        "deblur",
+        photos / "big.png",
+        "-o",
+        tmp_path / "tiled",
+        "--weights",
+        gkmnet_weights,
+        "--backend",
+        "onnxruntime",
+        "--tile",
+        "64",
+        "--tile-overlap",
+        "32",
+    )
     assert tiled.exit_code == 0, tiled.stderr
 
 
 def test_onnxruntime_backend_refuses_what_it_cannot_run(photos, weights, gkmnet_weights, tmp_path):
     r = invoke("deblur", photos / "odd.png", "-o", tmp_path / "a", "--weights", weights, "--backend", "onnxruntime")
     assert r.exit_code == 2 and "context" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = invoke("deblur", photos / "odd.png", "-o", tmp_path / "b", "--weights", gkmnet_weights, "--backend", "onnxruntime", "--precision", "bf16")
+    r = invoke(
+        "deblur",
+        photos / "odd.png",
+        "-o",
+        tmp_path / "b",
+        "--weights",
+        gkmnet_weights,
+        "--backend",
+        "onnxruntime",
+        "--precision",
+        "bf16",
+    )
     assert r.exit_code == 2 and "fp32" in r.stderr
     r = invoke("deblur", photos / "odd.png", "-o", tmp_path / "c", "--weights", gkmnet_weights, "--backend", "tensorrt")
     assert r.exit_code == 2 and "--backend" in r.stderr
 
 
 def test_warnings_are_one_line_on_the_console(photos, weights, tmp_path):
-    proc = gkm("deblur", photos / "rgba.png", "-o", tmp_path / "o", "--format", "jpeg", "--weights", weights, "-q", text=False)
+    proc = gkm(
+        "deblur", photos / "rgba.png", "-o", tmp_path / "o", "--format", "jpeg", "--weights", weights, "-q", text=False
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     lines = proc.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("warning: ") and "alpha" in lines[0]

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import photo, psnr, tiny_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,6 +50,7 @@ from gkm_cli.errors import GkmError, ImageWriteError, ModelError, SettingError, 
 from gkm_cli.nets import create_model, get_spec, list_models
 from gkm_cli.nets.base import ModelSpec
 from gkm_cli.runtime import RankInfo
+from helpers import photo, psnr, tiny_model
 
 CPU = torch.device("cpu")
 
@@ -280,7 +280,9 @@ def test_context_built_once_per_image(monkeypatch):
     monkeypatch.setattr(model, "context_stats_padded", counting_stats)
     monkeypatch.setattr(model, "make_context", counting_make)
     ticks = []
-    result = Engine(model, CPU, tiling=TileSettings(tile=32, overlap=16)).run(photo(64, 96), on_tile=lambda d, t: ticks.append((d, t)))
+    result = Engine(model, CPU, tiling=TileSettings(tile=32, overlap=16)).run(
+        photo(64, 96), on_tile=lambda d, t: ticks.append((d, t))
+    )
     assert result.tiles == 6
     assert calls == {"stats": 6, "make": 1}
     assert ticks == [(i, 12) for i in range(1, 13)]  # context pass, then deblur pass
@@ -361,7 +363,9 @@ def test_cpu_allocator_failure_also_halves_the_tile():
 
     def limited(y, context=None, **kw):
         if y.shape[-1] * y.shape[-2] > 96 * 96:
-            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"
+            )
         return forward(y, context, **kw)
 
     model.forward = limited  # type: ignore[method-assign]
@@ -500,7 +504,14 @@ def test_parse_shard_and_rank_env():
 
 
 def _stages(load, process, write, skip=lambda j: False):
-    return Stages(skip=skip, load=load, process=process, write=write, megapixels=lambda x: 1.0, names=lambda j: (str(j), f"out{j}"))
+    return Stages(
+        skip=skip,
+        load=load,
+        process=process,
+        write=write,
+        megapixels=lambda x: 1.0,
+        names=lambda j: (str(j), f"out{j}"),
+    )
 
 
 def test_pipeline_overlaps_reading_with_the_network_and_keeps_order():
@@ -519,7 +530,9 @@ def test_pipeline_overlaps_reading_with_the_network_and_keeps_order():
             assert second_loaded.wait(10)
         return x * 10
 
-    records = run_pipeline(list(range(5)), _stages(load, process, lambda j, r: written.append(r), skip=lambda j: j == 3), lambda r: None)
+    records = run_pipeline(
+        list(range(5)), _stages(load, process, lambda j, r: written.append(r), skip=lambda j: j == 3), lambda r: None
+    )
     assert [r.status for r in records] == [OK, OK, FAILED, SKIPPED, OK]
     assert [r.input for r in records] == ["0", "1", "2", "3", "4"]
     assert written == [0, 10, 40]
@@ -579,11 +592,17 @@ def test_sigma_map_encodings_round_trip():
     np.testing.assert_array_equal(tif, stored)
     npy = np.load(__import__("io").BytesIO(encode_sigma_map(sigma, MapSettings("npy"))))
     np.testing.assert_array_equal(npy, sigma)
-    heat = cv2.imdecode(np.frombuffer(encode_sigma_map(sigma, MapSettings("png", heatmap=True)), np.uint8), cv2.IMREAD_UNCHANGED)
+    heat = cv2.imdecode(
+        np.frombuffer(encode_sigma_map(sigma, MapSettings("png", heatmap=True)), np.uint8), cv2.IMREAD_UNCHANGED
+    )
     assert heat.shape == (30, 40, 3) and heat.dtype == np.uint8
     assert not np.array_equal(heatmap_rgb(np.zeros((2, 2)), 16)[0, 0], heatmap_rgb(np.full((2, 2), 16.0), 16)[0, 0])
     rec = sidecar_record(sigma, png, model="m")
-    assert rec["scale"] == png.scale and rec["model"] == "m" and rec["clipped_fraction"] == pytest.approx(np.mean(sigma > 16))
+    assert (
+        rec["scale"] == png.scale
+        and rec["model"] == "m"
+        and rec["clipped_fraction"] == pytest.approx(np.mean(sigma > 16))
+    )
     assert quantise_sigma(np.array([np.nan, -1.0]), 16, 65535).tolist() == [0, 0]
     with pytest.raises(UsageError):
         MapSettings("tiff", heatmap=True)

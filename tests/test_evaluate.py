@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover - only while gkm_cli/images.py is missin
         def __init__(self, pixels: np.ndarray, dtype: np.dtype) -> None:
             self.pixels, self.dtype, self.alpha = pixels, dtype, None
 
-    def READER(path: Path) -> _Img:  # noqa: N802
+    def READER(path: Path) -> _Img:
         from gkm_cli.errors import ImageReadError
 
         a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -163,12 +163,26 @@ def test_evaluate_folders_scores_pairs_and_records_problems(dataset: dict[str, A
     rep = evaluate_folders(dataset["pred"], dataset["gt"], dataset["inp"], settings, reader=READER)
     assert [r.name for r in rep.images] == ["a", "b", "g"]
     kinds = {(p.name, p.kind) for p in rep.problems}
-    assert kinds == {("c", "size_mismatch"), ("d", "unreadable"), ("e", "missing_prediction"), ("f", "missing_gt"), ("g", "missing_input")}
+    assert kinds == {
+        ("c", "size_mismatch"),
+        ("d", "unreadable"),
+        ("e", "missing_prediction"),
+        ("f", "missing_gt"),
+        ("g", "missing_input"),
+    }
     arrays = dataset["arrays"]
     for r in rep.images:
         a = arrays[r.name]
         assert r.metrics["psnr"] == pytest.approx(sk_psnr(a["gt"], a["pred"], data_range=1.0), abs=1e-4)
-        want_ssim = sk_ssim(a["pred"], a["gt"], channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        want_ssim = sk_ssim(
+            a["pred"],
+            a["gt"],
+            channel_axis=-1,
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
         assert r.metrics["ssim"] == pytest.approx(want_ssim, abs=1e-4)
         assert r.metrics["mae"] == pytest.approx(np.abs(a["pred"] - a["gt"]).mean(), abs=1e-6)
         assert r.metrics["psnr_aligned"] >= r.metrics["psnr"] - 1e-9  # the fit can only reduce the MSE
@@ -192,7 +206,13 @@ def test_evaluate_folders_scores_pairs_and_records_problems(dataset: dict[str, A
 
 def test_protocol_switches_reach_the_scores(dataset: dict[str, Any]) -> None:
     proto = get_protocol("gkmnet").with_overrides(crop_border=4, y_channel=True)
-    rep = evaluate_folders(dataset["pred"], dataset["gt"], None, EvalSettings(protocol=proto, metrics=("psnr",), preview_count=0), reader=READER)
+    rep = evaluate_folders(
+        dataset["pred"],
+        dataset["gt"],
+        None,
+        EvalSettings(protocol=proto, metrics=("psnr",), preview_count=0),
+        reader=READER,
+    )
     b = dataset["arrays"]["b"]
     # 16-bit GT quantised to 8 bits, float prediction rounded, 4 px border, BT.601 Y
     gt8 = np.round(b["gt"] * 255) / 255
@@ -211,7 +231,9 @@ def test_evaluate_pairs_accepts_tuples_tensors_and_problems() -> None:
     pred = np.clip(gt + 0.02, 0, 1)
     items = [
         ("np", pred.astype(np.float32), gt.astype(np.float32), None),
-        PairSample("torch", torch.from_numpy(pred.transpose(2, 0, 1)).float(), torch.from_numpy(gt.transpose(2, 0, 1)).float()),
+        PairSample(
+            "torch", torch.from_numpy(pred.transpose(2, 0, 1)).float(), torch.from_numpy(gt.transpose(2, 0, 1)).float()
+        ),
         PairSample("u8", (pred * 255).round().astype(np.uint8), (gt * 255).round().astype(np.uint8)),
         ("gray_vs_rgb", pred[..., :1], gt, None),
         ("small", pred[:8, :8], gt[:8, :8], None),
@@ -223,7 +245,11 @@ def test_evaluate_pairs_accepts_tuples_tensors_and_problems() -> None:
     assert names == ["np", "torch", "u8", "gray_vs_rgb"]
     assert rep.images[0].metrics["psnr"] == pytest.approx(rep.images[1].metrics["psnr"], abs=1e-9)
     assert rep.images[0].metrics["psnr"] == pytest.approx(-20 * math.log10(0.02), abs=0.2)
-    assert {(p.name, p.kind) for p in rep.problems} == {("small", "unscorable"), ("bad_size", "size_mismatch"), ("engine", "unreadable")}
+    assert {(p.name, p.kind) for p in rep.problems} == {
+        ("small", "unscorable"),
+        ("bad_size", "size_mismatch"),
+        ("engine", "unreadable"),
+    }
     assert rep.sources == {"model": "test"}
 
 
@@ -240,7 +266,11 @@ def test_settings_validate_metric_names() -> None:
 
 def test_reports_in_every_format(dataset: dict[str, Any], tmp_path: Path) -> None:
     rep = evaluate_folders(
-        dataset["pred"], dataset["gt"], dataset["inp"], EvalSettings(metrics=("psnr", "ssim", "lpips"), preview_count=1, preview_size=32), reader=READER
+        dataset["pred"],
+        dataset["gt"],
+        dataset["inp"],
+        EvalSettings(metrics=("psnr", "ssim", "lpips"), preview_count=1, preview_size=32),
+        reader=READER,
     )
     out = tmp_path / "reports"
     paths = [write_report(rep, out / f"r.{ext}") for ext in ("json", "csv", "md", "html")]
@@ -251,7 +281,13 @@ def test_reports_in_every_format(dataset: dict[str, Any], tmp_path: Path) -> Non
     proto_fields = {f for f in Protocol.__dataclass_fields__}
     assert proto_fields <= set(doc["protocol"]) and doc["protocol"]["name"] == "default"
     assert doc["counts"] == {"scored": 3, "with_input": 2, "problems": 5, "skipped": 3}
-    assert {p["kind"] for p in doc["problems"]} == {"size_mismatch", "unreadable", "missing_prediction", "missing_gt", "missing_input"}
+    assert {p["kind"] for p in doc["problems"]} == {
+        "size_mismatch",
+        "unreadable",
+        "missing_prediction",
+        "missing_gt",
+        "missing_input",
+    }
     assert set(doc["mean"]) == {"psnr", "ssim", "lpips"} and set(doc["mean_gain"]) == {"psnr", "ssim", "lpips"}
     assert [i["name"] for i in doc["images"]] == ["a", "b", "g"] and doc["images"][2]["baseline"] is None
 
@@ -290,7 +326,18 @@ def _app() -> typer.Typer:
 def test_cli_json_on_stdout_and_warnings_on_stderr(dataset: dict[str, Any], tmp_path: Path) -> None:
     rep = tmp_path / "out" / "r.json"
     args = ["evaluate", str(dataset["pred"]), str(dataset["gt"]), "--input-dir", str(dataset["inp"]), "--json"]
-    args += ["--metrics", "psnr,ssim", "--protocol", "gkmnet", "--crop-border", "2", "--device", "cpu", "--report", str(rep)]
+    args += [
+        "--metrics",
+        "psnr,ssim",
+        "--protocol",
+        "gkmnet",
+        "--crop-border",
+        "2",
+        "--device",
+        "cpu",
+        "--report",
+        str(rep),
+    ]
     res = CliRunner().invoke(_app(), args)
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
@@ -330,7 +377,13 @@ def test_real_dev_pairs_reproduce_published_psnr() -> None:
     """pairs.csv lists PSNR on rows 72+ computed independently when the data was prepared."""
     want = {r["stem"]: r for r in csv.DictReader(open(REAL / "pairs.csv"))}
     proto = get_protocol("default").with_overrides(crop_top=72)
-    rep = evaluate_folders(REAL / "dpdnet_output", REAL / "sharp", REAL / "blur", EvalSettings(protocol=proto, metrics=("psnr",), preview_count=0), reader=READER)
+    rep = evaluate_folders(
+        REAL / "dpdnet_output",
+        REAL / "sharp",
+        REAL / "blur",
+        EvalSettings(protocol=proto, metrics=("psnr",), preview_count=0),
+        reader=READER,
+    )
     assert rep.n_scored == len(want) and not rep.problems
     for r in rep.images:
         assert r.metrics["psnr"] == pytest.approx(float(want[r.name]["psnr_dpdnet_vs_sharp_rows72plus"]), abs=0.006)

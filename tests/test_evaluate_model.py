@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import write_png
 from typer.testing import CliRunner
 
 from gkm_cli.cli import app
 from gkm_cli.images import read_image
 from gkm_cli.nets import TINY_OVERRIDES, create_model
 from gkm_cli.nets.checkpoint import save_weights
+from helpers import write_png
 
 runner = CliRunner()
 
@@ -65,7 +65,9 @@ def test_model_mode_detects_layout_scores_test_split_and_saves(tmp_path, checkpo
 
 
 def test_model_mode_refuses_mixed_arguments(tmp_path, checkpoint, dpdd):
-    result = runner.invoke(app, ["evaluate", str(tmp_path), str(tmp_path), "--data", str(dpdd), "--weights", str(checkpoint)])
+    result = runner.invoke(
+        app, ["evaluate", str(tmp_path), str(tmp_path), "--data", str(dpdd), "--weights", str(checkpoint)]
+    )
     assert result.exit_code == 2
     result = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert result.exit_code == 2
@@ -87,8 +89,21 @@ def test_save_dir_keeps_scene_folders_apart(tmp_path, checkpoint):
         write_png(root / "sharp" / scene / "x.png", sharp)
         write_png(root / "blur" / scene / "x.png", (sharp + np.roll(sharp, 1, 1)) / 2)
     out = tmp_path / "restored"
-    result = runner.invoke(app, ["evaluate", "--data", str(root), "--weights", str(checkpoint), "--metrics", "psnr",
-                                 "--save-dir", str(out), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--data",
+            str(root),
+            "--weights",
+            str(checkpoint),
+            "--metrics",
+            "psnr",
+            "--save-dir",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert len(report["images"]) == 2

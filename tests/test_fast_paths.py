@@ -227,10 +227,9 @@ def test_fast_path_gradients_equal_reference(name):
 
 def test_reference_mode_restores_flags_after_an_error():
     model = create_model("gkmnet", **TINY_OVERRIDES["gkmnet"]).eval()
-    with pytest.raises(ValueError):
-        with model.reference_mode():
-            assert not model.fast_paths and model.gaussian_method() == "direct"
-            model(torch.rand(1, 4, 16, 16))  # wrong channel count
+    with pytest.raises(ValueError), model.reference_mode():
+        assert not model.fast_paths and model.gaussian_method() == "direct"
+        model(torch.rand(1, 4, 16, 16))  # wrong channel count
     assert model.fast_paths and all(m.fast_paths for m in model.modules() if hasattr(type(m), "fast_paths"))
 
 

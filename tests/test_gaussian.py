@@ -30,7 +30,29 @@ def test_kernels_sum_to_one_and_are_isotropic(name):
 
 def test_gkm_bank_matches_reference_table():
     bank = gkm_bank()
-    assert [len(p) for p in bank.profiles] == [3, 3, 3, 5, 5, 7, 7, 9, 9, 11, 11, 13, 13, 15, 15, 17, 17, 19, 19, 21, 21]
+    assert [len(p) for p in bank.profiles] == [
+        3,
+        3,
+        3,
+        5,
+        5,
+        7,
+        7,
+        9,
+        9,
+        11,
+        11,
+        13,
+        13,
+        15,
+        15,
+        17,
+        17,
+        19,
+        19,
+        21,
+        21,
+    ]
     assert bank.sigmas[0] == 0.25 and bank.sigmas[-1] == 5.25
     assert bank.kernel_2d(0)[1, 1] == pytest.approx(0.99866, abs=1e-5)
     assert bank.kernel_2d(20)[10, 10] == pytest.approx(0.00633, abs=1e-5)

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import gkm
 
 from gkm_cli.images import read_image
+from helpers import gkm
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "outputs.json"
@@ -44,7 +44,9 @@ def _machine() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags") and not flags:
-                flags = " ".join(sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma"))))
+                flags = " ".join(
+                    sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma")))
+                )
             if line.startswith("model name") and not model:
                 model = line.split(":", 1)[1].strip()
     except OSError:
@@ -65,7 +67,9 @@ def _digest(path: Path) -> dict:
         "sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
         "shape": list(pixels.shape),
         "dtype": str(pixels.dtype),
-        "mean": float(pixels.astype(np.float64).mean() / (np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 1.0)),
+        "mean": float(
+            pixels.astype(np.float64).mean() / (np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 1.0)
+        ),
     }
 
 

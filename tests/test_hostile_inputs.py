@@ -87,7 +87,10 @@ def test_crafted_tiff_is_refused_from_its_header_in_one_line():
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "tiff"])
 def test_every_reader_applies_max_pixels(tmp_path, fmt):
-    path = write_image(tmp_path / f"a.{ {'png': 'png', 'jpeg': 'jpg', 'tiff': 'tif'}[fmt]}", Image(noise(40, 50), None, np.dtype("uint8"), fmt))
+    path = write_image(
+        tmp_path / f"a.{ {'png': 'png', 'jpeg': 'jpg', 'tiff': 'tif'}[fmt] }",
+        Image(noise(40, 50), None, np.dtype("uint8"), fmt),
+    )
     assert read_image(path, max_pixels=2000).width == 50  # exactly at the limit: fine
     assert read_image(path, max_pixels=0).width == 50  # 0: no limit
     with pytest.raises(ImageReadError) as e:
@@ -175,7 +178,9 @@ def test_other_stderr_output_during_a_decode_is_passed_on(capfd):
 
 def _checkpoint(path: Path, tensors: dict, config: object, arch: str = "ggkmnet") -> Path:
     text = config if isinstance(config, str) else json.dumps(config)
-    save_file(tensors, str(path), metadata={"format": "gkm", "format_version": "1", "architecture": arch, "config": text})
+    save_file(
+        tensors, str(path), metadata={"format": "gkm", "format_version": "1", "architecture": arch, "config": text}
+    )
     return path
 
 
@@ -249,11 +254,11 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from helpers import gkm, tiny_checkpoint
 from typer.testing import CliRunner  # noqa: E402
 
 from gkm_cli.cli import app  # noqa: E402
 from gkm_cli.engine.manifest import MANIFEST_NAME  # noqa: E402
+from helpers import gkm, tiny_checkpoint
 
 runner = CliRunner()
 
@@ -268,11 +273,14 @@ def records(text: str) -> tuple[dict[str, dict], dict]:
 
 
 def visible_files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
+    """The untrained tiny GGKMNet (this file's own: conftest's is perturbed)."""
     return tiny_checkpoint(tmp_path_factory.mktemp("w"), noise=0)
 
 
@@ -292,18 +300,28 @@ def test_a_crafted_tiff_fails_alone_and_the_rest_is_written(folder, weights, tmp
     r = invoke("deblur", folder, "-o", out, "--weights", weights, "--json")
     assert r.exit_code == 1, r.output
     recs, summary = records(r.stdout)
-    assert {k: v["status"] for k, v in recs.items()} == {"a.png": "ok", "b.tif": "failed", "c.jpg": "ok", "d.jpg": "failed"}
+    assert {k: v["status"] for k, v in recs.items()} == {
+        "a.png": "ok",
+        "b.tif": "failed",
+        "c.jpg": "ok",
+        "d.jpg": "failed",
+    }
     assert "b.tif" in recs["b.tif"]["error"] and "MP is over the limit" in recs["b.tif"]["error"]
     assert "d.jpg: corrupt JPEG" in recs["d.jpg"]["error"]
     assert (summary["ok"], summary["failed"], summary["not_attempted"]) == (2, 2, 0)
     assert visible_files(out) == ["a.png", "c.jpg"]
-    assert "Traceback" not in r.stderr and "Corrupt JPEG data:" not in r.stderr.replace("corrupt JPEG (Corrupt JPEG data:", "")
+    assert "Traceback" not in r.stderr and "Corrupt JPEG data:" not in r.stderr.replace(
+        "corrupt JPEG (Corrupt JPEG data:", ""
+    )
 
 
 def test_max_pixels_flag(folder, weights, tmp_path):
     r = invoke("deblur", folder / "a.png", "-o", tmp_path / "o", "--weights", weights, "--max-pixels", "100", "--json")
     assert r.exit_code == 1 and "over the limit of 0.0001 MP" in records(r.stdout)[0]["a.png"]["error"]
-    assert invoke("deblur", folder / "a.png", "-o", tmp_path / "o", "--weights", weights, "--max-pixels", "0").exit_code == 0
+    assert (
+        invoke("deblur", folder / "a.png", "-o", tmp_path / "o", "--weights", weights, "--max-pixels", "0").exit_code
+        == 0
+    )
 
 
 def test_resume_trusts_only_recorded_outputs(folder, weights, tmp_path):
@@ -325,7 +343,10 @@ def test_resume_trusts_only_recorded_outputs(folder, weights, tmp_path):
     # The input changed since: gkm's own, now stale, output is made again.
     write_image(folder / "a.png", Image(noise(24, 32, 3, 7), None, np.dtype("uint8"), "png"))
     r = invoke("deblur", folder, "-o", out, "--weights", weights, "--json")
-    assert r.exit_code == 0 and {k: v["status"] for k, v in records(r.stdout)[0].items()} == {"a.png": "ok", "c.jpg": "skipped"}
+    assert r.exit_code == 0 and {k: v["status"] for k, v in records(r.stdout)[0].items()} == {
+        "a.png": "ok",
+        "c.jpg": "skipped",
+    }
     # Other settings: made again as well.
     r = invoke("deblur", folder, "-o", out, "--weights", weights, "--jpeg-quality", "80", "--json")
     assert records(r.stdout)[0]["c.jpg"]["status"] == "ok"
@@ -340,7 +361,12 @@ def test_blurmap_never_overwrites_a_users_json(folder, weights, tmp_path):
     assert (maps / "a.json").read_text() == '{"mine": true}' and not (maps / "a.png").exists()
     assert invoke("blurmap", folder / "a.png", "-o", maps, "--weights", weights, "--overwrite").exit_code == 0
     assert json.loads((maps / "a.json").read_text())["kind"] == "gkm blurmap"
-    assert records(invoke("blurmap", folder / "a.png", "-o", maps, "--weights", weights, "--json").stdout)[0]["a.png"]["status"] == "skipped"
+    assert (
+        records(invoke("blurmap", folder / "a.png", "-o", maps, "--weights", weights, "--json").stdout)[0]["a.png"][
+            "status"
+        ]
+        == "skipped"
+    )
 
 
 def test_an_unwritable_output_suffix_is_refused(folder, weights, tmp_path):
@@ -412,13 +438,39 @@ def test_stdout_full_or_closed_is_one_line_and_exit_1(tmp_path, weights):
     src = tmp_path / "noise.png"
     write_image(src, Image(noise(200, 200), None, np.dtype("uint8"), "png"))  # > 64 KB: more than a pipe holds
     with open("/dev/full", "wb") as full, open(src, "rb") as fin:
-        r = gkm("deblur", "-", "-o", "-", "--weights", weights, "-q", capture_output=False, text=False, stdin=fin, stdout=full, stderr=subprocess.PIPE)
+        r = gkm(
+            "deblur",
+            "-",
+            "-o",
+            "-",
+            "--weights",
+            weights,
+            "-q",
+            capture_output=False,
+            text=False,
+            stdin=fin,
+            stdout=full,
+            stderr=subprocess.PIPE,
+        )
     err = r.stderr.decode()
     assert r.returncode == 1 and err.strip().splitlines() == ["failed: <stdout>: cannot write (disk full)"], err
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is written
     with open(src, "rb") as fin:
-        r = gkm("deblur", "-", "-o", "-", "--weights", weights, "-q", capture_output=False, text=False, stdin=fin, stdout=write_end, stderr=subprocess.PIPE)
+        r = gkm(
+            "deblur",
+            "-",
+            "-o",
+            "-",
+            "--weights",
+            weights,
+            "-q",
+            capture_output=False,
+            text=False,
+            stdin=fin,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+        )
     os.close(write_end)
     err = r.stderr.decode()
     assert r.returncode == 1 and len(err.strip().splitlines()) == 1 and "broken pipe" in err, err
@@ -442,7 +494,10 @@ def pairs_dirs(tmp_path):
         (tmp_path / side).mkdir()
 
 
-@pytest.mark.parametrize("protocol, dtype", [("dpdd16", "uint16"), ("dpdd8", "uint8"), ("dpdd16", "uint8"), ("default", "uint16"), ("gkmnet", "uint8")])
+@pytest.mark.parametrize(
+    "protocol, dtype",
+    [("dpdd16", "uint16"), ("dpdd8", "uint8"), ("dpdd16", "uint8"), ("default", "uint16"), ("gkmnet", "uint8")],
+)
 def test_identical_files_score_inf_under_every_protocol(tmp_path, pairs_dirs, protocol, dtype):
     from gkm_cli.evaluation import EvalSettings, evaluate_folders
     from gkm_cli.metrics.protocols import PROTOCOLS
@@ -504,5 +559,9 @@ def test_evaluate_reports_a_crafted_tiff_as_a_problem(tmp_path, pairs_dirs):
     r = invoke("evaluate", tmp_path / "pred", tmp_path / "gt", "--metrics", "psnr", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["counts"]["scored"] == 1 and doc["problems"][0]["kind"] == "unreadable" and "b.tif" in doc["problems"][0]["detail"]
+    assert (
+        doc["counts"]["scored"] == 1
+        and doc["problems"][0]["kind"] == "unreadable"
+        and "b.tif" in doc["problems"][0]["detail"]
+    )
     assert "Traceback" not in r.stderr

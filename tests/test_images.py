@@ -340,8 +340,15 @@ def test_camera_style_tiff_metadata_survives_tiff_round_trip() -> None:
     data = np.random.default_rng(5).integers(0, 65536, (H, W, 3)).astype(np.uint16)
     buf = io.BytesIO()
     tifffile.imwrite(
-        buf, data, photometric="rgb", compression="zlib", resolution=(300, 300), resolutionunit="INCH",
-        iccprofile=make_icc(600), software="RawDeveloper 9", metadata=None,
+        buf,
+        data,
+        photometric="rgb",
+        compression="zlib",
+        resolution=(300, 300),
+        resolutionunit="INCH",
+        iccprofile=make_icc(600),
+        software="RawDeveloper 9",
+        metadata=None,
         extratags=[(315, "s", 0, "Ansel", True), (33432, "s", 0, "(c) Ansel", True), (700, 1, len(XMP), XMP, True)],
     )
     img = decode_image(buf.getvalue(), "in.tif")

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import gkm, write_png
 from typer.testing import CliRunner
 
 from gkm_cli.cli import app
@@ -22,6 +21,7 @@ from gkm_cli.nets.checkpoint import card_path, load_weights
 from gkm_cli.nets.gkm_layouts import ImageStatsBatchNorm, filtered_channels, layout_mix_and_sum
 from gkm_cli.nets.importers import official_key, to_official
 from gkm_cli.ops.gaussian import dense_kernels
+from helpers import gkm, write_png
 
 runner = CliRunner()
 
@@ -62,7 +62,16 @@ def test_official_key_map_covers_the_released_state_dict() -> None:
     assert shapes["bottle_neck_1.ta.hc.conv.conv.weight"] == (1, 2, 7, 7)
     assert "conv_block4_1.res_block.conv1.1.running_var" in shapes
     prefixes = {k.split(".")[0] for k in theirs}
-    assert prefixes == {"in_block", "conv_block1_1", "conv_block2_1", "bottle_neck_1", "conv_block3_1", "conv_block4_1", "APU", "SumLayer"}
+    assert prefixes == {
+        "in_block",
+        "conv_block1_1",
+        "conv_block2_1",
+        "bottle_neck_1",
+        "conv_block3_1",
+        "conv_block4_1",
+        "APU",
+        "SumLayer",
+    }
     assert sum(k.startswith("in_block.") for k in theirs) == 34  # no BN after its first conv
     assert sum(k.startswith("conv_block1_1.") for k in theirs) == 39
     with pytest.raises(Exception, match="no authors' name"):
@@ -170,15 +179,31 @@ def test_image_batchnorm_is_train_mode_bn_of_each_image_alone() -> None:
 # --- the import round trip --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("variant", "layout", "batch_norm"), [("gkmnet", "official", "image"), ("gkmnet_updating", "updating", "running")])
+@pytest.mark.parametrize(
+    ("variant", "layout", "batch_norm"), [("gkmnet", "official", "image"), ("gkmnet_updating", "updating", "running")]
+)
 def test_import_round_trip_is_bit_exact(tmp_path: Path, variant: str, layout: str, batch_norm: str) -> None:
     """Our GKMNet in the authors' layout -> their key names -> torch.save -> gkm models import
     -> load: the same output bit for bit; the card records source, sha256, licence, variant."""
     source = _tiny_gkmnet(seed=7, bank_layout=layout, batch_norm=batch_norm)
     pth = tmp_path / "GKMNet_epoch2819.pth"
-    torch.save({"module." + k: v for k, v in to_official(source.state_dict()).items()}, pth)  # as saved from DataParallel
+    torch.save(
+        {"module." + k: v for k, v in to_official(source.state_dict()).items()}, pth
+    )  # as saved from DataParallel
     out = tmp_path / "imported.safetensors"
-    args = ["models", "import", str(pth), "-o", str(out), "--licence", "unknown (test)", "--variant", variant, "--batch-norm", batch_norm]
+    args = [
+        "models",
+        "import",
+        str(pth),
+        "-o",
+        str(out),
+        "--licence",
+        "unknown (test)",
+        "--variant",
+        variant,
+        "--batch-norm",
+        batch_norm,
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     model = load_weights(out)
@@ -203,7 +228,9 @@ def test_deblur_runs_the_authors_pth_like_its_import(tmp_path: Path) -> None:
     assert runner.invoke(app, ["models", "import", str(pth), "-o", str(imported), "--licence", "x"]).exit_code == 0
     write_png(tmp_path / "in.png", np.random.default_rng(0).random((40, 56, 3)))
     for weights, name in ((pth, "a.png"), (imported, "b.png")):
-        result = runner.invoke(app, ["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / name), "--weights", str(weights)])
+        result = runner.invoke(
+            app, ["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / name), "--weights", str(weights)]
+        )
         assert result.exit_code == 0, result.output
     a, b = read_image(tmp_path / "a.png").pixels, read_image(tmp_path / "b.png").pixels
     assert np.array_equal(a, b) and not np.array_equal(a, read_image(tmp_path / "in.png").pixels)
@@ -213,7 +240,9 @@ def test_import_refuses_wrong_shapes_and_unknown_files(tmp_path: Path) -> None:
     state = to_official(_tiny_gkmnet().state_dict())
     state["SumLayer.conv.bias"] = torch.zeros(4)
     torch.save(state, tmp_path / "bad.pth")
-    result = runner.invoke(app, ["models", "import", str(tmp_path / "bad.pth"), "-o", str(tmp_path / "o.safetensors"), "--licence", "x"])
+    result = runner.invoke(
+        app, ["models", "import", str(tmp_path / "bad.pth"), "-o", str(tmp_path / "o.safetensors"), "--licence", "x"]
+    )
     assert result.exit_code == 2 and "SumLayer.conv.bias" in result.output
     (tmp_path / "w.pkl").write_bytes(b"not weights")
     result = gkm("models", "import", str(tmp_path / "w.pkl"), "-o", str(tmp_path / "o.safetensors"), "--licence", "x")
@@ -230,7 +259,9 @@ def test_import_refuses_nan_weights_and_out_of_bounds_configs(tmp_path: Path) ->
     huge = to_official(_tiny_gkmnet().state_dict())
     huge["APU.conv_atten.conv.weight"] = torch.zeros(1, 1, 1, 999)  # declares a 999 x 999 ConvLSTM kernel
     torch.save(huge, tmp_path / "huge.pth")
-    result = gkm("models", "import", str(tmp_path / "huge.pth"), "-o", str(tmp_path / "h.safetensors"), "--licence", "x")
+    result = gkm(
+        "models", "import", str(tmp_path / "huge.pth"), "-o", str(tmp_path / "h.safetensors"), "--licence", "x"
+    )
     assert result.returncode == 2 and "lstm_kernel" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "h.safetensors").exists()
 
@@ -244,7 +275,7 @@ class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
 
 

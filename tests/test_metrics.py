@@ -43,14 +43,18 @@ def nchw(a: np.ndarray) -> torch.Tensor:
 
 
 def sk_ssim_gauss(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
-    return sk_ssim(a, b, channel_axis=-1, data_range=data_range, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    return sk_ssim(
+        a, b, channel_axis=-1, data_range=data_range, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
 
 
 def sk_ssim_default(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     return sk_ssim(a, b, channel_axis=-1, data_range=data_range)
 
 
-def random_pair(rng: np.random.Generator, h: int, w: int, c: int = 3, noise: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+def random_pair(
+    rng: np.random.Generator, h: int, w: int, c: int = 3, noise: float = 0.03
+) -> tuple[np.ndarray, np.ndarray]:
     """A ramp plus texture and its noisy copy; local variances are comparable to SSIM's C2, so
     the window and covariance conventions change SSIM by ~5e-4, well above the tolerance."""
     gt = 0.15 * rng.random((h, w, c)) + 0.5 * np.linspace(0, 1, w)[None, :, None]
@@ -68,7 +72,9 @@ def test_psnr_ssim_mae_match_skimage_random(shape: tuple[int, int, int], data_ra
     pred, gt = random_pair(rng, *shape)
     pred, gt = pred * data_range, gt * data_range
     p, g = nchw(pred), nchw(gt)
-    assert float(psnr(p, g, data_range=data_range)[0]) == pytest.approx(sk_psnr(gt, pred, data_range=data_range), abs=1e-6)
+    assert float(psnr(p, g, data_range=data_range)[0]) == pytest.approx(
+        sk_psnr(gt, pred, data_range=data_range), abs=1e-6
+    )
     assert float(ssim(p, g, data_range=data_range, window="gaussian11")[0]) == pytest.approx(
         sk_ssim_gauss(pred, gt, data_range), abs=1e-6
     )
@@ -136,8 +142,12 @@ def test_real_photos_match_skimage_both_ssim_conventions(name: str) -> None:
     blurred = cv2.GaussianBlur(photo, (0, 0), 2.0)
     p, g = nchw(blurred), nchw(photo)
     assert float(psnr(p, g, data_range=1.0)[0]) == pytest.approx(sk_psnr(photo, blurred, data_range=1.0), abs=1e-4)
-    assert float(ssim(p, g, data_range=1.0, window="gaussian11")[0]) == pytest.approx(sk_ssim_gauss(blurred, photo, 1.0), abs=1e-4)
-    assert float(ssim(p, g, data_range=1.0, window="uniform7")[0]) == pytest.approx(sk_ssim_default(blurred, photo, 1.0), abs=1e-4)
+    assert float(ssim(p, g, data_range=1.0, window="gaussian11")[0]) == pytest.approx(
+        sk_ssim_gauss(blurred, photo, 1.0), abs=1e-4
+    )
+    assert float(ssim(p, g, data_range=1.0, window="uniform7")[0]) == pytest.approx(
+        sk_ssim_default(blurred, photo, 1.0), abs=1e-4
+    )
 
 
 @pytest.mark.skipif(not (REAL / "blur").is_dir(), reason="shared/data/real_pairs_dev not present")
@@ -192,7 +202,9 @@ def test_crop_border_and_top() -> None:
 def test_colour_align_is_the_per_channel_least_squares_fit() -> None:
     rng = np.random.default_rng(11)
     gt = rng.random((24, 30, 3))
-    x = np.clip(gt * np.array([0.8, 1.1, 0.9]) + np.array([0.05, -0.02, 0.03]) + 0.05 * rng.standard_normal(gt.shape), 0, 1)
+    x = np.clip(
+        gt * np.array([0.8, 1.1, 0.9]) + np.array([0.05, -0.02, 0.03]) + 0.05 * rng.standard_normal(gt.shape), 0, 1
+    )
     aligned = colour_align(nchw(x), nchw(gt))[0].numpy().transpose(1, 2, 0)
     for c in range(3):
         a, b = np.polyfit(x[..., c].ravel(), gt[..., c].ravel(), 1)
@@ -333,6 +345,7 @@ def test_converter_unpickler_and_writer(tmp_path: Path) -> None:
     import pickle
 
     import convert_lpips_weights as conv  # scripts/ is on the test path (pyproject: pytest pythonpath)
+
     arrays = {"AlexNet_0": {"Conv_0": {"bias": np.arange(3, dtype=np.float32)}}}
     data = pickle.dumps(arrays, protocol=3)
     loaded = conv.RestrictedUnpickler(io.BytesIO(data), conv.NUMPY_GLOBALS).load()  # the package's unpickler
@@ -345,7 +358,9 @@ def test_converter_unpickler_and_writer(tmp_path: Path) -> None:
     tensors = {"b": torch.arange(6.0).view(2, 3), "a": torch.ones(5)}
     meta = {"z": "1", "source": "test", "format": "pt"}
     conv.save_safetensors(tensors, meta, tmp_path / "x.safetensors")
-    conv.save_safetensors(dict(reversed(list(tensors.items()))), dict(reversed(list(meta.items()))), tmp_path / "y.safetensors")
+    conv.save_safetensors(
+        dict(reversed(list(tensors.items()))), dict(reversed(list(meta.items()))), tmp_path / "y.safetensors"
+    )
     assert (tmp_path / "x.safetensors").read_bytes() == (tmp_path / "y.safetensors").read_bytes()
     back = load_file(str(tmp_path / "x.safetensors"))
     assert torch.equal(back["b"], tensors["b"]) and torch.equal(back["a"], tensors["a"])

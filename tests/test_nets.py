@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from helpers import tiny_model
 
 from gkm_cli.errors import ModelError
 from gkm_cli.nets import create_model, get_spec, list_models
 from gkm_cli.nets.base import pad_to_multiple
 from gkm_cli.nets.checkpoint import load_weights, save_weights
+from helpers import tiny_model
 
 
 def test_registry_lists_the_family():
@@ -32,7 +32,9 @@ def test_forward_odd_size_and_backward_reaches_every_parameter(name):
     if out.reconstruction is not None:
         loss = loss + sum(r.mean() for r in out.reconstruction)
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    missing = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert not missing, missing
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 import split_photos  # scripts/ is on the test path (pyproject: [tool.pytest.ini_options] pythonpath)
 from make_samples import HELD_OUT, SAMPLES
 
@@ -34,5 +35,7 @@ def test_the_file_is_the_rules_split_and_links_are_exact(tmp_path):
     train = {p.name for p in (tmp_path / "sharp_train").iterdir()}
     held = {p.name for p in (tmp_path / "sharp_heldout_v2").iterdir()}
     assert "stale.png" not in train and not train & held
-    assert counts["sharp_train"] + counts["sharp_heldout_v2"] + sum(r == "excluded" for r in roles.values()) == len(photos)
+    assert counts["sharp_train"] + counts["sharp_heldout_v2"] + sum(r == "excluded" for r in roles.values()) == len(
+        photos
+    )
     assert {p.name for p in (tmp_path / "sharp_heldout").iterdir()} == {p.replace("/", "_") for p in HELD_OUT}

@@ -4,11 +4,9 @@ before quantisation. Tiny random networks (they change a photo visibly), tiny im
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import tiny_checkpoint
 from typer.testing import CliRunner
 
 from gkm_cli.api import Deblurrer
@@ -18,11 +16,6 @@ from gkm_cli.images import Image, read_image, write_image
 from gkm_cli.nets.checkpoint import load_weights
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("w"))
 
 
 def _photo(h: int, w: int, c: int, seed: int) -> np.ndarray:
@@ -42,7 +35,9 @@ def test_api_zero_is_the_input_one_is_todays_output(weights, dtype, tile):
     assert np.abs(today.astype(np.int64) - photo).max() > 0  # the network changes the photo
     np.testing.assert_array_equal(d.deblur(photo, strength=0.0), photo)
     np.testing.assert_array_equal(d.deblur(photo, strength=1.0), today)
-    zero = Deblurrer.from_model(load_weights(weights), device="cpu", tile=tile, tile_overlap=16 if tile else None, strength=0.0)
+    zero = Deblurrer.from_model(
+        load_weights(weights), device="cpu", tile=tile, tile_overlap=16 if tile else None, strength=0.0
+    )
     np.testing.assert_array_equal(zero.deblur(photo), photo)
     np.testing.assert_array_equal(zero.deblur(photo[:, :, 0]), photo[:, :, 0])  # gray
     np.testing.assert_array_equal(zero.deblur(photo, strength=1.0), today)  # per call overrides

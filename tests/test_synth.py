@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import psnr
 
 from gkm_cli.data.synth import (
     APERTURE_KINDS,
@@ -32,6 +31,7 @@ from gkm_cli.data.synth import (
     write_synthetic_set,
 )
 from gkm_cli.errors import DataError, UsageError
+from helpers import psnr
 
 CLEAN = SynthConfig(noise_prob=0.0, jpeg_prob=0.0)
 APERTURES = [
@@ -82,7 +82,9 @@ def test_psf_kernels_are_normalised_nonnegative_and_grow(aperture: Aperture) -> 
 def test_psf_shapes_differ_from_a_gaussian() -> None:
     disk, poly, gauss = (psf_kernel(8.0, Aperture(k, blades=5)) for k in ("disk", "polygon", "gaussian"))
     # A disk is flat inside with a sharp rim; a Gaussian peaks in the middle.
-    assert disk[disk.shape[0] // 2, disk.shape[0] // 2] == pytest.approx(float(disk[disk.shape[0] // 2, disk.shape[0] // 2 + 5]))
+    assert disk[disk.shape[0] // 2, disk.shape[0] // 2] == pytest.approx(
+        float(disk[disk.shape[0] // 2, disk.shape[0] // 2 + 5])
+    )
     assert gauss[gauss.shape[0] // 2, gauss.shape[0] // 2] > 2 * gauss[gauss.shape[0] // 2, gauss.shape[0] // 2 + 5]
     assert disk.shape == poly.shape and not np.allclose(disk, poly, atol=1e-4)
     assert not np.allclose(poly, poly.T, atol=1e-4)  # five blades: not mirror symmetric on the diagonal
@@ -121,7 +123,9 @@ def test_in_focus_depth_is_identity() -> None:
     assert psnr(s.blurred, s.sharp) > 40 and np.array_equal(s.sharp, img)
 
 
-@pytest.mark.parametrize("aperture", [Aperture("disk"), Aperture("polygon", blades=6), Aperture("gaussian")], ids=lambda a: a.kind)
+@pytest.mark.parametrize(
+    "aperture", [Aperture("disk"), Aperture("polygon", blades=6), Aperture("gaussian")], ids=lambda a: a.kind
+)
 def test_blur_grows_with_distance_from_focus(aperture: Aperture) -> None:
     img = _texture(72, 72, 1)
     lens = Lens(focus=1.0, coc_scale=10.0, aperture=aperture)
@@ -194,7 +198,11 @@ def test_both_blurred_edge_mixes_half_and_half() -> None:
 def test_extreme_inputs_stay_finite(value: float) -> None:
     img = np.full((40, 40, 3), value, np.float32)
     u, _ = random_inv_depth(40, 40, np.random.default_rng(2), "layers")
-    for lens in (Lens(0.5, 1e6, Aperture("polygon", blades=7)), Lens(0.5, 0.0), Lens(-3.0, 12.0 / 4.0, Aperture("gengauss", beta=1.2))):
+    for lens in (
+        Lens(0.5, 1e6, Aperture("polygon", blades=7)),
+        Lens(0.5, 0.0),
+        Lens(-3.0, 12.0 / 4.0, Aperture("gengauss", beta=1.2)),
+    ):
         out, coc = render_defocus(img, u, lens, max_radius=30.0)
         assert np.isfinite(out).all() and np.isfinite(coc).all()
         assert np.abs(out - value).max() < 1e-5
@@ -283,7 +291,7 @@ def test_random_depth_maps(kind: str) -> None:
 
 def test_dead_leaves_statistics() -> None:
     img, depth = dead_leaves(96, 96, np.random.default_rng(0))
-    assert img.shape == (96, 96, 3) and img.dtype == np.float32 and 0 <= img.min() and img.max() <= 1
+    assert img.shape == (96, 96, 3) and img.dtype == np.float32 and img.min() >= 0 and img.max() <= 1
     assert len(np.unique(depth)) > 50  # many occluding discs, each at its own depth
     # Roughly scale-invariant: the power spectrum falls steeply with frequency.
     spec = np.abs(np.fft.fft2(img.mean(axis=2) - img.mean())) ** 2
@@ -310,7 +318,7 @@ def test_fill_invalid_and_sidecars(tmp_path: Path) -> None:
 @pytest.mark.skipif(not MOTO.exists(), reason="shared test data not available")
 def test_real_disparity_map_renders() -> None:
     u = load_inverse_depth(MOTO)
-    assert np.isfinite(u).all() and 7.0 < u.min() and u.max() < 60.0
+    assert np.isfinite(u).all() and u.min() > 7.0 and u.max() < 60.0
     crop = u[200:264, 300:364]
     img = _texture(64, 64, 8)
     s = synthesize(img, np.random.default_rng(0), replace(CLEAN, in_focus_prob=0.0), crop)
@@ -322,7 +330,9 @@ def test_real_disparity_map_renders() -> None:
 
 def test_synthetic_set_on_disk_is_16_bit_and_deterministic(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    src16 = np.rint(cv2.GaussianBlur(rng.uniform(0, 1, (48, 56, 3)).astype(np.float32), (0, 0), 1.5) * 65535).astype(np.uint16)
+    src16 = np.rint(cv2.GaussianBlur(rng.uniform(0, 1, (48, 56, 3)).astype(np.float32), (0, 0), 1.5) * 65535).astype(
+        np.uint16
+    )
     src_path = tmp_path / "src16.png"
     assert cv2.imwrite(str(src_path), src16[..., ::-1])
     cfg = replace(SynthConfig(), dead_leaves_fraction=0.0)
@@ -354,7 +364,9 @@ def test_synthetic_set_8_bit_with_dead_leaves(tmp_path: Path) -> None:
     meta = json.loads((out / "synth.json").read_text())
     assert {r["source"] for r in meta["samples"]} == {"dead_leaves"}
     with pytest.raises(DataError):
-        write_synthetic_set([], tmp_path / "none", n=1, size=16, seed=0, config=replace(SynthConfig(), dead_leaves_fraction=0.0))
+        write_synthetic_set(
+            [], tmp_path / "none", n=1, size=16, seed=0, config=replace(SynthConfig(), dead_leaves_fraction=0.0)
+        )
     with pytest.raises(UsageError):
         write_synthetic_set([], tmp_path / "bad", n=1, size=16, seed=0, bits=12)  # type: ignore[arg-type]
 

@@ -56,16 +56,31 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(model="ggkmnet", model_overrides=TINY, patch=32, batch=2, steps=10, log_every=5,
-                val_every=1000, save_every=1000, val_synth=0, synth_holdout=0.0)
+    base = dict(
+        model="ggkmnet",
+        model_overrides=TINY,
+        patch=32,
+        batch=2,
+        steps=10,
+        log_every=5,
+        val_every=1000,
+        save_every=1000,
+        val_synth=0,
+        synth_holdout=0.0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def _fake_output(scales: list[torch.Tensor], recon: list[torch.Tensor] | None = None) -> DeblurOutput:
     n, _, h, w = scales[-1].shape
-    return DeblurOutput(image=scales[-1], scales=scales, spatial_weights=torch.ones(n, 1, h, w),
-                        group_sigmas=torch.zeros(n, 1), reconstruction=recon)
+    return DeblurOutput(
+        image=scales[-1],
+        scales=scales,
+        spatial_weights=torch.ones(n, 1, h, w),
+        group_sigmas=torch.zeros(n, 1),
+        reconstruction=recon,
+    )
 
 
 # ----------------------------------------------------------------------------- losses
@@ -84,7 +99,9 @@ def test_losses_zero_for_perfect_output() -> None:
     assert set(terms) == {"mse", "fft", "ssim", "recon", "total"}
     assert all(float(v) > 1e-3 for v in terms.values())
     c = LossConfig()
-    expect = terms["mse"] + c.fft_weight * terms["fft"] + c.ssim_weight * terms["ssim"] + c.recon_weight * terms["recon"]
+    expect = (
+        terms["mse"] + c.fft_weight * terms["fft"] + c.ssim_weight * terms["ssim"] + c.recon_weight * terms["recon"]
+    )
     assert float(terms["total"]) == pytest.approx(float(expect), rel=1e-6)
 
 
@@ -129,14 +146,18 @@ def test_scale_weights_follow_paper_coarsest_first() -> None:
     for t in range(3):  # the same error at one scale only
         scales = [g.clone() for g in gts]
         scales[t] = scales[t] + 0.1
-        per_scale.append(float(loss_terms(_fake_output(scales), sharp, sharp, recipe="gkmanet", cfg=LossConfig())["mse"]))
+        per_scale.append(
+            float(loss_terms(_fake_output(scales), sharp, sharp, recipe="gkmanet", cfg=LossConfig())["mse"])
+        )
     assert per_scale[0] == pytest.approx(0.01 * 1.0, rel=1e-4)
     assert per_scale[1] == pytest.approx(0.01 * 0.5, rel=1e-4)
     assert per_scale[2] == pytest.approx(0.01 * 0.25, rel=1e-4)
     fine_first = LossConfig(scale_weights=(0.25, 0.5, 1.0))
     scales = [g.clone() for g in gts]
     scales[2] = scales[2] + 0.1
-    assert float(loss_terms(_fake_output(scales), sharp, sharp, recipe="gkmanet", cfg=fine_first)["mse"]) == pytest.approx(0.01, rel=1e-4)
+    assert float(
+        loss_terms(_fake_output(scales), sharp, sharp, recipe="gkmanet", cfg=fine_first)["mse"]
+    ) == pytest.approx(0.01, rel=1e-4)
 
 
 def test_gkmnet_recipe_alternates_phases() -> None:
@@ -184,8 +205,11 @@ def test_cli_refuses_dev_pairs_with_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "real_pairs_dev"
     (bad / "blur").mkdir(parents=True)
     (bad / "sharp").mkdir()
-    r = subprocess.run([sys.executable, "-m", "gkm_cli", "train", "run", "--out", str(tmp_path / "o"), "--data", str(bad)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "gkm_cli", "train", "run", "--out", str(tmp_path / "o"), "--data", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2, r.stderr
     assert "real_pairs_dev" in r.stderr and "Traceback" not in r.stderr
 
@@ -210,8 +234,16 @@ def test_overfits_one_pair(tmp_path: Path, pairs: Path) -> None:
 
 def test_resume_equals_straight_run(tmp_path: Path, photos: Path, pairs: Path) -> None:
     torch.set_num_threads(1)
-    common = dict(synth_from=(str(photos),), data=(str(pairs),), real_fraction=0.5, ema=0.9, save_every=5, log_every=1,
-                  lr_halve_start=3, lr_halve_every=3)  # explicit: the default schedule scales with --steps
+    common = dict(
+        synth_from=(str(photos),),
+        data=(str(pairs),),
+        real_fraction=0.5,
+        ema=0.9,
+        save_every=5,
+        log_every=1,
+        lr_halve_start=3,
+        lr_halve_every=3,
+    )  # explicit: the default schedule scales with --steps
     straight, _ = _run(_cfg(steps=10, **common), tmp_path / "a")
     first, _ = _run(_cfg(steps=5, **common), tmp_path / "b")
     second, res = _run(_cfg(steps=10, **common), tmp_path / "b", resume=True)
@@ -234,7 +266,7 @@ def test_nan_steps_are_skipped_then_stop(tmp_path: Path, photos: Path, monkeypat
     nan_steps = {2, 3}
     params_seen: dict[int, torch.Tensor] = {}
 
-    def flaky(out, sharp, blur, *, recipe, cfg, step=0, **kw):  # noqa: ANN001, ANN003, ANN202
+    def flaky(out, sharp, blur, *, recipe, cfg, step=0, **kw):
         terms = real(out, sharp, blur, recipe=recipe, cfg=cfg, step=step, **kw)
         if step in nan_steps or step >= 6:
             terms["total"] = terms["total"] * float("nan")
@@ -242,8 +274,12 @@ def test_nan_steps_are_skipped_then_stop(tmp_path: Path, photos: Path, monkeypat
 
     monkeypatch.setattr(loop_mod, "loss_terms", flaky)
     cfg = _cfg(synth_from=(str(photos),), steps=20, max_bad_steps=4, log_every=1)
-    trainer = Trainer(cfg, tmp_path / "r", progress=False,
-                      on_step=[lambda s, v: params_seen.__setitem__(s, next(trainer.model.parameters()).detach().clone())])
+    trainer = Trainer(
+        cfg,
+        tmp_path / "r",
+        progress=False,
+        on_step=[lambda s, v: params_seen.__setitem__(s, next(trainer.model.parameters()).detach().clone())],
+    )
     with pytest.raises(TrainingDiverged, match="4 consecutive"):
         trainer.run()
     # skipped steps (3rd and 4th, i.e. step index 2 and 3) leave the weights untouched
@@ -256,12 +292,28 @@ def test_nan_steps_are_skipped_then_stop(tmp_path: Path, photos: Path, monkeypat
 
 def test_checkpoint_set_is_consistent_and_loads(tmp_path: Path, photos: Path) -> None:
     out = tmp_path / "run"
-    cfg = _cfg(synth_from=(str(photos),), synth_holdout=0.34, val_synth=2, val_synth_size=32, steps=6,
-               save_every=3, val_every=3, ema=0.5)
+    cfg = _cfg(
+        synth_from=(str(photos),),
+        synth_holdout=0.34,
+        val_synth=2,
+        val_synth_size=32,
+        steps=6,
+        save_every=3,
+        val_every=3,
+        ema=0.5,
+    )
     _, res = _run(cfg, out)
     names = {p.name for p in out.iterdir()}
-    assert {"last.safetensors", "last.json", "last.state.safetensors", "last.state.json", "checkpoint.json",
-            "best.safetensors", "best.json", "log.csv"} <= names
+    assert {
+        "last.safetensors",
+        "last.json",
+        "last.state.safetensors",
+        "last.state.json",
+        "checkpoint.json",
+        "best.safetensors",
+        "best.json",
+        "log.csv",
+    } <= names
     assert not [n for n in names if n.endswith(".tmp") or n.endswith(".pt") or n.endswith(".pth")]
     pointer = json.loads((out / "checkpoint.json").read_text())
     info = ck.read_state_info(out / ck.STATE_FILE)
@@ -289,8 +341,11 @@ def test_refuses_existing_run_without_resume(tmp_path: Path, photos: Path) -> No
     with pytest.raises(UsageError, match="pass resume to continue"):
         _run(cfg, tmp_path / "r")
     with pytest.raises(ck.CheckpointError):
-        _run(_cfg(synth_from=(str(photos),), steps=2, model_overrides=(("groups", 3), ("per_group", 2), ("width", 8))),
-             tmp_path / "r", resume=True)
+        _run(
+            _cfg(synth_from=(str(photos),), steps=2, model_overrides=(("groups", 3), ("per_group", 2), ("width", 8))),
+            tmp_path / "r",
+            resume=True,
+        )
 
 
 def test_cli_run_resume_and_synth(tmp_path: Path, photos: Path) -> None:
@@ -300,8 +355,27 @@ def test_cli_run_resume_and_synth(tmp_path: Path, photos: Path) -> None:
 
     runner = CliRunner()
     out = tmp_path / "run"
-    args = ["train", "run", "--out", str(out), "--tiny", "--synth-from", str(photos), "--synth-holdout", "0",
-            "--steps", "2", "--patch", "32", "--batch", "1", "--quiet", "--json", "--threads", "1"]
+    args = [
+        "train",
+        "run",
+        "--out",
+        str(out),
+        "--tiny",
+        "--synth-from",
+        str(photos),
+        "--synth-holdout",
+        "0",
+        "--steps",
+        "2",
+        "--patch",
+        "32",
+        "--batch",
+        "1",
+        "--quiet",
+        "--json",
+        "--threads",
+        "1",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["steps"] == 2
@@ -309,12 +383,35 @@ def test_cli_run_resume_and_synth(tmp_path: Path, photos: Path) -> None:
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["steps"] == 3
     assert ck.read_state_info(out / ck.STATE_FILE)["config"]["patch"] == 32
-    r = runner.invoke(app, ["train", "synth", "--from", str(photos), "--out", str(tmp_path / "val"), "--n", "2", "--size", "32"])
+    r = runner.invoke(
+        app, ["train", "synth", "--from", str(photos), "--out", str(tmp_path / "val"), "--n", "2", "--size", "32"]
+    )
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "val" / "blur").iterdir())) == 2
-    r = runner.invoke(app, ["train", "run", "--out", str(tmp_path / "v"), "--tiny", "--synth-from", str(photos),
-                            "--val", str(tmp_path / "val"), "--steps", "1", "--val-every", "1", "--patch", "32",
-                            "--batch", "1", "--quiet", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "run",
+            "--out",
+            str(tmp_path / "v"),
+            "--tiny",
+            "--synth-from",
+            str(photos),
+            "--val",
+            str(tmp_path / "val"),
+            "--steps",
+            "1",
+            "--val-every",
+            "1",
+            "--patch",
+            "32",
+            "--batch",
+            "1",
+            "--quiet",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["last_val"]["n"] == 2
 
@@ -324,7 +421,10 @@ def test_init_starts_from_given_weights_and_refuses_another_architecture(tmp_pat
     _run(_cfg(synth_from=(str(photos),), steps=3, lr=1e-2, seed=0), tmp_path / "a")
     trained = load_weights(tmp_path / "a" / ck.LAST_WEIGHTS).state_dict()
     # lr so small that one step cannot move the weights: what is saved is what the run started from
-    _run(_cfg(synth_from=(str(photos),), steps=1, lr=1e-12, seed=5, init_from=str(tmp_path / "a" / ck.LAST_WEIGHTS)), tmp_path / "b")
+    _run(
+        _cfg(synth_from=(str(photos),), steps=1, lr=1e-12, seed=5, init_from=str(tmp_path / "a" / ck.LAST_WEIGHTS)),
+        tmp_path / "b",
+    )
     _run(_cfg(synth_from=(str(photos),), steps=1, lr=1e-12, seed=5), tmp_path / "c")
     tuned = load_weights(tmp_path / "b" / ck.LAST_WEIGHTS).state_dict()
     fresh = load_weights(tmp_path / "c" / ck.LAST_WEIGHTS).state_dict()
@@ -334,7 +434,15 @@ def test_init_starts_from_given_weights_and_refuses_another_architecture(tmp_pat
     assert any(not torch.allclose(fresh[k], trained[k], atol=1e-4) for k in params)
     other = (("groups", 3), ("per_group", 2), ("width", 8))
     with pytest.raises(ck.CheckpointError, match="same architecture"):
-        _run(_cfg(synth_from=(str(photos),), steps=1, model_overrides=other, init_from=str(tmp_path / "a" / ck.LAST_WEIGHTS)), tmp_path / "d")
+        _run(
+            _cfg(
+                synth_from=(str(photos),),
+                steps=1,
+                model_overrides=other,
+                init_from=str(tmp_path / "a" / ck.LAST_WEIGHTS),
+            ),
+            tmp_path / "d",
+        )
 
 
 def test_second_trainer_on_a_busy_run_folder_is_refused(tmp_path: Path, photos: Path) -> None:
@@ -345,9 +453,8 @@ def test_second_trainer_on_a_busy_run_folder_is_refused(tmp_path: Path, photos: 
     out = tmp_path / "r"
     out.mkdir()
     cfg = _cfg(synth_from=(str(photos),), steps=1)
-    with ck.run_lock(out):
-        with pytest.raises(ck.RunLocked, match=f"pid {os.getpid()}"):
-            _run(cfg, out)
+    with ck.run_lock(out), pytest.raises(ck.RunLocked, match=f"pid {os.getpid()}"):
+        _run(cfg, out)
     assert not (out / ck.STATE_FILE).exists()  # the refused run wrote nothing
     _run(cfg, out)
     assert (out / ck.STATE_FILE).exists()

@@ -46,8 +46,19 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(photos: Path, **kw: object) -> TrainConfig:
-    base: dict[str, object] = dict(model="ggkmnet", model_overrides=TINY, synth_from=(str(photos),), synth_holdout=0.0,
-                                   patch=32, batch=2, steps=10, log_every=1, val_every=1000, save_every=1000, val_synth=0)
+    base: dict[str, object] = dict(
+        model="ggkmnet",
+        model_overrides=TINY,
+        synth_from=(str(photos),),
+        synth_holdout=0.0,
+        patch=32,
+        batch=2,
+        steps=10,
+        log_every=1,
+        val_every=1000,
+        save_every=1000,
+        val_synth=0,
+    )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -59,13 +70,17 @@ def _free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env["OMP_NUM_THREADS"] = "1"
     return env
 
 
 def _model_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return {k[len("model."):]: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
+    return {k[len("model.") :]: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
 
 
 def _log_rows(run: Path) -> list[dict[str, str]]:
@@ -154,9 +169,34 @@ def test_signal_mid_run_saves_that_step_and_resumes(photos: Path, tmp_path: Path
 @pytest.mark.slow
 def test_sigterm_to_cli_saves_checkpoint(photos: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "gkm_cli", "train", "run", "--out", str(out), "--tiny", "--synth-from", str(photos),
-           "--synth-holdout", "0", "--val-synth", "0", "--steps", "100000", "--save-every", "100000", "--log-every", "1",
-           "--patch", "32", "--batch", "2", "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gkm_cli",
+        "train",
+        "run",
+        "--out",
+        str(out),
+        "--tiny",
+        "--synth-from",
+        str(photos),
+        "--synth-holdout",
+        "0",
+        "--val-synth",
+        "0",
+        "--steps",
+        "100000",
+        "--save-every",
+        "100000",
+        "--log-every",
+        "1",
+        "--patch",
+        "32",
+        "--batch",
+        "2",
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)  # type: ignore[union-attr]
@@ -183,8 +223,28 @@ def test_sigterm_to_cli_saves_checkpoint(photos: Path, tmp_path: Path) -> None:
     assert 1 <= step < 100000
     assert ck.read_state_info(out / ck.STATE_FILE)["step"] == step
     assert int(_log_rows(out)[-1]["step"]) == step
-    r = subprocess.run([sys.executable, "-m", "gkm_cli", "train", "run", "--out", str(out), "--resume", "--steps", str(step + 1),
-                        "--quiet", "--json", "--threads", "1"], capture_output=True, text=True, env=_env(), timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gkm_cli",
+            "train",
+            "run",
+            "--out",
+            str(out),
+            "--resume",
+            "--steps",
+            str(step + 1),
+            "--quiet",
+            "--json",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["steps"] == step + 1
 
@@ -197,18 +257,57 @@ def test_ddp_two_processes_stop_resume_and_match_one_process(photos: Path, tmp_p
     """2 CPU processes (Gloo) under torch.distributed.run: SIGTERM to the launcher stops both ranks
     at one step with a checkpoint; --resume under DDP continues; the ranks hold identical weights;
     and the result equals a single process with the same global batch."""
-    common = ["--tiny", "--synth-from", str(photos), "--synth-holdout", "0", "--val-synth", "0", "--patch", "32",
-              "--batch", "4", "--threads", "1", "--log-every", "1", "--lr", "1e-3", "--lr-halve-start", "2",
-              "--lr-halve-every", "2", "--ema", "0.5"]
+    common = [
+        "--tiny",
+        "--synth-from",
+        str(photos),
+        "--synth-holdout",
+        "0",
+        "--val-synth",
+        "0",
+        "--patch",
+        "32",
+        "--batch",
+        "4",
+        "--threads",
+        "1",
+        "--log-every",
+        "1",
+        "--lr",
+        "1e-3",
+        "--lr-halve-start",
+        "2",
+        "--lr-halve-every",
+        "2",
+        "--ema",
+        "0.5",
+    ]
 
     def torchrun(*args: str) -> list[str]:
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-                "-m", "gkm_cli", "train", "run", *args]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            "-m",
+            "gkm_cli",
+            "train",
+            "run",
+            *args,
+        ]
 
     ddp = tmp_path / "ddp"
     # 1) a long run, stopped politely after its first log line
-    proc = subprocess.Popen(torchrun("--out", str(ddp), *common, "--steps", "100000", "--save-every", "100000", "--save-all-ranks"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        torchrun("--out", str(ddp), *common, "--steps", "100000", "--save-every", "100000", "--save-all-ranks"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)  # type: ignore[union-attr]
     reader.start()
@@ -246,8 +345,13 @@ def test_ddp_two_processes_stop_resume_and_match_one_process(photos: Path, tmp_p
     check_ranks(step)
     # 2) resume under DDP for two more steps
     end = step + 2
-    r = subprocess.run(torchrun("--out", str(ddp), "--resume", "--steps", str(end), "--save-all-ranks", "--quiet", "--json"),
-                       capture_output=True, text=True, env=_env(), timeout=300)
+    r = subprocess.run(
+        torchrun("--out", str(ddp), "--resume", "--steps", str(end), "--save-all-ranks", "--quiet", "--json"),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["steps"] == end  # printed once, by rank 0
     check_ranks(end)
@@ -255,8 +359,13 @@ def test_ddp_two_processes_stop_resume_and_match_one_process(photos: Path, tmp_p
     assert info["step"] == end and info["world_size"] == 2 and info["config"]["batch"] == 4
     # 3) one process, same global batch, straight through
     one = tmp_path / "one"
-    r = subprocess.run([sys.executable, "-m", "gkm_cli", "train", "run", "--out", str(one), *common, "--steps", str(end), "--quiet"],
-                       capture_output=True, text=True, env=_env(), timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "gkm_cli", "train", "run", "--out", str(one), *common, "--steps", str(end), "--quiet"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     # Gloo's gradient average and one process's batch mean round differently, and Adam turns a
     # rounding difference in a near-zero gradient into up to lr (1e-3) of weight per step; the
@@ -292,9 +401,39 @@ def test_cli_plot_during_run_and_subcommand(photos: Path, tmp_path: Path) -> Non
     out = tmp_path / "run"
     png = tmp_path / "plots" / "curves.png"
     runner = CliRunner()
-    r = runner.invoke(app, ["train", "run", "--out", str(out), "--tiny", "--synth-from", str(photos), "--synth-holdout", "0.34",
-                            "--val-synth", "2", "--val-synth-size", "32", "--val-every", "2", "--steps", "3", "--patch", "32",
-                            "--batch", "1", "--log-every", "1", "--threads", "1", "--quiet", "--plot", str(png)])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "run",
+            "--out",
+            str(out),
+            "--tiny",
+            "--synth-from",
+            str(photos),
+            "--synth-holdout",
+            "0.34",
+            "--val-synth",
+            "2",
+            "--val-synth-size",
+            "32",
+            "--val-every",
+            "2",
+            "--steps",
+            "3",
+            "--patch",
+            "32",
+            "--batch",
+            "1",
+            "--log-every",
+            "1",
+            "--threads",
+            "1",
+            "--quiet",
+            "--plot",
+            str(png),
+        ],
+    )
     assert r.exit_code == 0, r.output
     _decode_png(png)
     rows = read_log(out)
@@ -314,8 +453,10 @@ def test_plotter_draws_at_validations(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     rows = ["step,lr,it_s,bad_steps,total,mse,fft,ssim,recon,val_psnr,val_ssim,wall_s"]
-    rows += [f"{s},1e-4,2,0,{1 / s},{0.5 / s},{0.2 / s},{0.3 / s},{0.1 / s},{'' if s % 5 else 20 + s / 10},{'' if s % 5 else 0.8},{s}"
-             for s in range(1, 21)]
+    rows += [
+        f"{s},1e-4,2,0,{1 / s},{0.5 / s},{0.2 / s},{0.3 / s},{0.1 / s},{'' if s % 5 else 20 + s / 10},{'' if s % 5 else 0.8},{s}"
+        for s in range(1, 21)
+    ]
     (run / "log.csv").write_text("\n".join(rows) + "\n")
     png = tmp_path / "c.png"
     plotter = CurvePlotter(run, png)
@@ -338,7 +479,26 @@ def test_missing_matplotlib_is_a_clear_error(photos: Path, tmp_path: Path, monke
     with pytest.raises(PlotDependencyError, match=r"gkm-cli\[plot\]"):
         require_matplotlib()
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["train", "run", "--out", str(out), "--tiny", "--synth-from", str(photos), "--steps", "1",
-                                 "--patch", "32", "--batch", "1", "--quiet", "--plot", str(tmp_path / "c.png")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "run",
+            "--out",
+            str(out),
+            "--tiny",
+            "--synth-from",
+            str(photos),
+            "--steps",
+            "1",
+            "--patch",
+            "32",
+            "--batch",
+            "1",
+            "--quiet",
+            "--plot",
+            str(tmp_path / "c.png"),
+        ],
+    )
     assert r.exit_code == 2 and "gkm-cli[plot]" in r.stderr
     assert not (out / ck.STATE_FILE).exists()  # refused before training

@@ -48,8 +48,18 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(model="ggkmnet", model_overrides=TINY, patch=32, batch=2, steps=4, log_every=1,
-                val_every=1000, save_every=1000, val_synth=0, synth_holdout=0.0)
+    base = dict(
+        model="ggkmnet",
+        model_overrides=TINY,
+        patch=32,
+        batch=2,
+        steps=4,
+        log_every=1,
+        val_every=1000,
+        save_every=1000,
+        val_synth=0,
+        synth_holdout=0.0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -58,7 +68,13 @@ def _out(x: torch.Tensor, blur: torch.Tensor) -> DeblurOutput:
     n, _, h, w = x.shape
     scales = [torch.nn.functional.avg_pool2d(x, 4), torch.nn.functional.avg_pool2d(x, 2), x]
     recon = [torch.nn.functional.avg_pool2d(blur, 4), torch.nn.functional.avg_pool2d(blur, 2), blur]
-    return DeblurOutput(image=x, scales=scales, spatial_weights=torch.ones(n, 1, h, w), group_sigmas=torch.zeros(n, 1), reconstruction=recon)
+    return DeblurOutput(
+        image=x,
+        scales=scales,
+        spatial_weights=torch.ones(n, 1, h, w),
+        group_sigmas=torch.zeros(n, 1),
+        reconstruction=recon,
+    )
 
 
 # ----------------------------------------------------------------------------- loss terms
@@ -77,7 +93,9 @@ def test_lpips_term_is_frozen_zero_for_identical_and_adds_to_total() -> None:
     assert x.grad is not None and float(x.grad.abs().sum()) > 0  # the gradient reaches the image
     assert all(p.grad is None and not p.requires_grad for p in net.parameters())  # not the LPIPS weights
     base = loss_terms(_out(blur, blur), sharp, blur, recipe="ggkmnet", cfg=LossConfig())
-    with_lp = loss_terms(_out(blur, blur), sharp, blur, recipe="ggkmnet", cfg=LossConfig(lpips_weight=0.3), lpips_net=net)
+    with_lp = loss_terms(
+        _out(blur, blur), sharp, blur, recipe="ggkmnet", cfg=LossConfig(lpips_weight=0.3), lpips_net=net
+    )
     assert "lpips" not in base
     assert float(with_lp["total"] - base["total"]) == pytest.approx(0.3 * float(with_lp["lpips"]), rel=1e-5)
     with pytest.raises(ValueError, match="lpips_net"):
@@ -145,12 +163,16 @@ def test_samples_carry_the_coc_without_changing_the_batches(photos: Path, pairs:
 def test_trainer_logs_the_new_terms_records_them_and_resumes_exactly(tmp_path: Path, photos: Path) -> None:
     torch.set_num_threads(1)
     loss = LossConfig(lpips_weight=0.1, sharp_weight=1.0)
-    common = dict(synth_from=(str(photos),), loss=loss, ema=0.9, lr_halve_start=100, lr_halve_every=100, synth_in_focus_prob=0.5)
+    common = dict(
+        synth_from=(str(photos),), loss=loss, ema=0.9, lr_halve_start=100, lr_halve_every=100, synth_in_focus_prob=0.5
+    )
     seen_a: list[dict[str, float]] = []
     Trainer(_cfg(steps=4, **common), tmp_path / "a", progress=False, on_step=[lambda s, v: seen_a.append(v)]).run()
     seen_b: list[dict[str, float]] = []
     Trainer(_cfg(steps=2, **common), tmp_path / "b", progress=False, on_step=[lambda s, v: seen_b.append(v)]).run()
-    Trainer(_cfg(steps=4, **common), tmp_path / "b", progress=False, resume=True, on_step=[lambda s, v: seen_b.append(v)]).run()
+    Trainer(
+        _cfg(steps=4, **common), tmp_path / "b", progress=False, resume=True, on_step=[lambda s, v: seen_b.append(v)]
+    ).run()
     assert len(seen_a) == len(seen_b) == 4
     for a, b in zip(seen_a, seen_b):
         assert set(a) >= {"lpips", "sharp"} and a["lpips"] > 0
@@ -168,9 +190,33 @@ def test_trainer_logs_the_new_terms_records_them_and_resumes_exactly(tmp_path: P
 
 def test_max_minutes_stops_validates_saves_and_resumes(tmp_path: Path, photos: Path, pairs: Path) -> None:
     out = tmp_path / "run"
-    args = ["train", "run", "--out", str(out), "--tiny", "--synth-from", str(photos), "--synth-holdout", "0",
-            "--val", str(pairs), "--val-every", "1000", "--steps", "500", "--patch", "32", "--batch", "1",
-            "--save-every", "1000", "--quiet", "--json", "--threads", "1"]
+    args = [
+        "train",
+        "run",
+        "--out",
+        str(out),
+        "--tiny",
+        "--synth-from",
+        str(photos),
+        "--synth-holdout",
+        "0",
+        "--val",
+        str(pairs),
+        "--val-every",
+        "1000",
+        "--steps",
+        "500",
+        "--patch",
+        "32",
+        "--batch",
+        "1",
+        "--save-every",
+        "1000",
+        "--quiet",
+        "--json",
+        "--threads",
+        "1",
+    ]
     r = runner.invoke(app, [*args, "--max-minutes", "0.0001"])  # 6 ms: the first step spends it
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
@@ -178,18 +224,44 @@ def test_max_minutes_stops_validates_saves_and_resumes(tmp_path: Path, photos: P
     assert res["last_val"] is not None and res["last_val"]["n"] == 1  # validated at the stop
     assert ck.read_state_info(out / ck.STATE_FILE)["step"] == res["steps"]  # saved at the stop
     assert (out / ck.BEST_WEIGHTS).is_file()
-    r = runner.invoke(app, ["train", "run", "--out", str(out), "--resume", "--steps", str(res["steps"] + 2), "--quiet", "--json"])
+    r = runner.invoke(
+        app, ["train", "run", "--out", str(out), "--resume", "--steps", str(res["steps"] + 2), "--quiet", "--json"]
+    )
     assert r.exit_code == 0, r.output
     again = json.loads(r.stdout)
     assert again["steps"] == res["steps"] + 2 and again["stopped"] is None
 
 
-@pytest.mark.parametrize(("flag", "value", "text"), [("--max-minutes", "0", "--max-minutes must be > 0"),
-                                                     ("--lpips-weight", "-1", "--lpips-weight >= 0"),
-                                                     ("--sharp-radius", "0", "--sharp-radius > 0")])
+@pytest.mark.parametrize(
+    ("flag", "value", "text"),
+    [
+        ("--max-minutes", "0", "--max-minutes must be > 0"),
+        ("--lpips-weight", "-1", "--lpips-weight >= 0"),
+        ("--sharp-radius", "0", "--sharp-radius > 0"),
+    ],
+)
 def test_cli_refuses_bad_recipe_values(tmp_path: Path, photos: Path, flag: str, value: str, text: str) -> None:
-    r = runner.invoke(app, ["train", "run", "--out", str(tmp_path / "r"), "--tiny", "--synth-from", str(photos),
-                            "--steps", "1", "--patch", "32", "--batch", "1", "--quiet", flag, value])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "run",
+            "--out",
+            str(tmp_path / "r"),
+            "--tiny",
+            "--synth-from",
+            str(photos),
+            "--steps",
+            "1",
+            "--patch",
+            "32",
+            "--batch",
+            "1",
+            "--quiet",
+            flag,
+            value,
+        ],
+    )
     assert r.exit_code == 2 and text in r.stderr  # gkm's error handler: one line, exit 2
     assert not (tmp_path / "r" / ck.STATE_FILE).exists()
 
@@ -198,8 +270,26 @@ def test_cli_bad_max_minutes_is_one_line_and_exit_2(tmp_path: Path, photos: Path
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "gkm_cli", "train", "run", "--out", str(tmp_path / "r"), "--tiny",
-                        "--synth-from", str(photos), "--steps", "1", "--max-minutes", "-5"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gkm_cli",
+            "train",
+            "run",
+            "--out",
+            str(tmp_path / "r"),
+            "--tiny",
+            "--synth-from",
+            str(photos),
+            "--steps",
+            "1",
+            "--max-minutes",
+            "-5",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--max-minutes must be > 0" in lines[0], r.stderr
@@ -218,17 +308,60 @@ def test_max_minutes_under_torchrun_stops_every_rank_at_one_step(tmp_path: Path,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env["OMP_NUM_THREADS"] = "1"
     out = tmp_path / "ddp"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
-                        "-m", "gkm_cli", "train", "run", "--out", str(out), "--tiny", "--synth-from", str(photos),
-                        "--synth-holdout", "0", "--val", str(pairs), "--val-every", "100000", "--patch", "32", "--batch", "2",
-                        "--steps", "100000", "--save-every", "100000", "--threads", "1", "--quiet", "--json",
-                        "--save-all-ranks", "--max-minutes", "0.002"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(port),
+            "-m",
+            "gkm_cli",
+            "train",
+            "run",
+            "--out",
+            str(out),
+            "--tiny",
+            "--synth-from",
+            str(photos),
+            "--synth-holdout",
+            "0",
+            "--val",
+            str(pairs),
+            "--val-every",
+            "100000",
+            "--patch",
+            "32",
+            "--batch",
+            "2",
+            "--steps",
+            "100000",
+            "--save-every",
+            "100000",
+            "--threads",
+            "1",
+            "--quiet",
+            "--json",
+            "--save-all-ranks",
+            "--max-minutes",
+            "0.002",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout[r.stdout.index("{"):])
+    res = json.loads(r.stdout[r.stdout.index("{") :])
     assert res["stopped"] == "max-minutes" and 1 <= res["steps"] < 100000 and res["last_val"]["n"] == 1
     for rank in (0, 1):
         with safe_open(str(out / "ranks" / f"rank{rank}.safetensors"), framework="pt") as f:

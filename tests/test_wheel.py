@@ -26,7 +26,9 @@ SAMPLE = ROOT / "sample_images" / "grace_hopper_defocus.png"
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, cmd))} -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    )
     return proc
 
 
@@ -45,7 +47,21 @@ def test_wheel_installs_and_deblurs_outside_the_repo(tmp_path: Path) -> None:
     for d in (src, wheels, work):
         d.mkdir()
     _copy_source(src)
-    _run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(wheels)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(wheels),
+        ]
+    )
     (wheel,) = wheels.glob("gkm_cli-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"gkm_cli/models/ggkmnet.safetensors", "gkm_cli/models/lpips/alexnet_v0.1.safetensors"} <= names

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import gkm, write_png
 
 from gkm_cli.api import Deblurrer
 from gkm_cli.images import read_image
 from gkm_cli.nets.zoo import ZooNetwork, import_spandrel
+from helpers import gkm, write_png
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +52,16 @@ def test_deblur_and_evaluate_run_a_spandrel_pth_end_to_end(tmp_path: Path, nafne
     rng = np.random.default_rng(0)
     photo = rng.random((40, 56, 3))
     write_png(tmp_path / "in.png", photo)
-    proc = gkm("deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--weights", str(nafnet_pth), "--json")
+    proc = gkm(
+        "deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--weights", str(nafnet_pth), "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert records[0]["status"] == "ok" and records[-1]["model"] == "spandrel:NAFNet"
     written = read_image(tmp_path / "out.png").pixels
-    expected = Deblurrer(weights=nafnet_pth, device="cpu", precision="fp32").deblur((read_image(tmp_path / "in.png").pixels * 255).round().astype(np.uint8))
+    expected = Deblurrer(weights=nafnet_pth, device="cpu", precision="fp32").deblur(
+        (read_image(tmp_path / "in.png").pixels * 255).round().astype(np.uint8)
+    )
     assert np.abs(written * 255 - expected.astype(np.float32)).max() <= 1.0  # the engine's output, 8-bit
 
     root = tmp_path / "dpdd"
@@ -100,7 +104,14 @@ def test_restormer_single_image_defocus_layout_is_detected(tmp_path: Path) -> No
     import spandrel
 
     assert "Restormer" not in {a.architecture.id for a in spandrel.MAIN_REGISTRY}  # global registry untouched
-    dual = Restormer(inp_channels=6, dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 1, 1], dual_pixel_task=True)
+    dual = Restormer(
+        inp_channels=6,
+        dim=8,
+        num_blocks=[1, 1, 1, 1],
+        num_refinement_blocks=1,
+        heads=[1, 1, 1, 1],
+        dual_pixel_task=True,
+    )
     torch.save(dual.state_dict(), tmp_path / "dual.pth")
     proc = gkm("models", "import", str(tmp_path / "dual.pth"), "-o", str(tmp_path / "d.safetensors"), "--licence", "x")
     assert proc.returncode == 2 and "dual-pixel" in proc.stderr
@@ -117,7 +128,9 @@ def test_unsuitable_models_are_refused_with_one_line(tmp_path: Path) -> None:
         proc = gkm("deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"), "--weights", str(tmp_path / name))
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and name in lines[0] and words in lines[0], proc.stderr
-    proc = gkm("blurmap", str(tmp_path / "in.png"), "-o", str(tmp_path / "m.npy"), "--weights", str(tmp_path / "sr.pth"))
+    proc = gkm(
+        "blurmap", str(tmp_path / "in.png"), "-o", str(tmp_path / "m.npy"), "--weights", str(tmp_path / "sr.pth")
+    )
     assert proc.returncode == 2
 
 

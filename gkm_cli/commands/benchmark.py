@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,25 +21,74 @@ __all__ = ["benchmark", "export", "register"]
 
 
 def benchmark(
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Architecture(s) to measure (repeatable; default: the default model). 'all' = every one.")] = None,
-    size: Annotated[Optional[list[str]], typer.Option("--size", "-s", help="Input size WIDTHxHEIGHT (repeatable), e.g. 1280x720. Default 512x512.")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Architecture(s) to measure (repeatable; default: the default model). 'all' = every one.",
+        ),
+    ] = None,
+    size: Annotated[
+        list[str] | None,
+        typer.Option("--size", "-s", help="Input size WIDTHxHEIGHT (repeatable), e.g. 1280x720. Default 512x512."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "cpu",
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (reduced precisions run under autocast).")] = "fp32",
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16 or fp16 (reduced precisions run under autocast).")
+    ] = "fp32",
     batch: Annotated[int, typer.Option(min=1, help="Images per forward.")] = 1,
-    tile: Annotated[Optional[int], typer.Option(help="Run through the tiling engine with this core size (px).")] = None,
-    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the network first (warm-up includes compilation).")] = False,
-    channels_last: Annotated[bool, typer.Option("--channels-last", help="Model and input in channels_last memory format.")] = False,
-    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture one forward in a CUDA graph and time replays (CUDA only).")] = False,
+    tile: Annotated[int | None, typer.Option(help="Run through the tiling engine with this core size (px).")] = None,
+    compile_: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the network first (warm-up includes compilation).")
+    ] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="Model and input in channels_last memory format.")
+    ] = False,
+    cuda_graphs: Annotated[
+        bool, typer.Option("--cuda-graphs", help="Capture one forward in a CUDA graph and time replays (CUDA only).")
+    ] = False,
     runs: Annotated[int, typer.Option(min=1, help="Timed runs per configuration.")] = 5,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed runs first.")] = 1,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="torch intra-op threads (default: PyTorch's).")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Time these weights instead of a random initialisation.")] = None,
-    compare_reference: Annotated[bool, typer.Option("--compare-reference", help="Also time the reference path (direct 2-D Gaussian bank, unfused), interleaved, and print the ratio.")] = False,
-    reference_runs: Annotated[int, typer.Option("--reference-runs", min=1, help="Timed runs of the reference path with --compare-reference (it is slow; its median is over these).")] = 1,
-    sweep: Annotated[bool, typer.Option("--sweep", help="Sizes 256x256, 512x512, 1280x720, 1920x1080 (added to any --size); the table's ns/px and 'x best' columns show the per-pixel cost, so super-linear paths stand out.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document (all fields) on stdout instead of the table.")] = False,
-    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Also write a Markdown table to this file.")] = None,
-    in_process: Annotated[bool, typer.Option("--in-process", help="Measure in this process (faster start; peak RSS then includes earlier configurations).")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch intra-op threads (default: PyTorch's).")] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Time these weights instead of a random initialisation.")
+    ] = None,
+    compare_reference: Annotated[
+        bool,
+        typer.Option(
+            "--compare-reference",
+            help="Also time the reference path (direct 2-D Gaussian bank, unfused), interleaved, and print the ratio.",
+        ),
+    ] = False,
+    reference_runs: Annotated[
+        int,
+        typer.Option(
+            "--reference-runs",
+            min=1,
+            help="Timed runs of the reference path with --compare-reference (it is slow; its median is over these).",
+        ),
+    ] = 1,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Sizes 256x256, 512x512, 1280x720, 1920x1080 (added to any --size); the table's ns/px and 'x best' columns show the per-pixel cost, so super-linear paths stand out.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document (all fields) on stdout instead of the table.")
+    ] = False,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Also write a Markdown table to this file.")
+    ] = None,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="Measure in this process (faster start; peak RSS then includes earlier configurations).",
+        ),
+    ] = False,
     tiny: Annotated[bool, typer.Option("--tiny", hidden=True, help="Use the small test configs (smoke runs).")] = False,
 ) -> None:
     """Measure parameters, MACs, latency, throughput and peak memory per model and size.
@@ -48,7 +97,16 @@ def benchmark(
 
     Latency = median (and quartiles) of --runs timed forwards after --warmup untimed ones.
     """
-    from gkm_cli.benchmark import SWEEP_SIZES, BenchConfig, parse_size, report, run_config, run_isolated, to_markdown, validate
+    from gkm_cli.benchmark import (
+        SWEEP_SIZES,
+        BenchConfig,
+        parse_size,
+        report,
+        run_config,
+        run_isolated,
+        to_markdown,
+        validate,
+    )
     from gkm_cli.nets import default_model, list_models
 
     names = model or [default_model()]
@@ -85,7 +143,10 @@ def benchmark(
     err = Console(stderr=True)
     results = []
     for cfg in configs:
-        err.print(f"[dim]measuring {cfg.model} at {cfg.width}x{cfg.height} on {cfg.device} ({cfg.precision})...[/]", highlight=False)
+        err.print(
+            f"[dim]measuring {cfg.model} at {cfg.width}x{cfg.height} on {cfg.device} ({cfg.precision})...[/]",
+            highlight=False,
+        )
         results.append(run_config(cfg) if in_process else run_isolated(cfg))
     doc = report(results)
     if markdown is not None:
@@ -122,10 +183,14 @@ def _print_table(doc: dict, console: Console) -> None:
 def export(
     name: Annotated[str, typer.Argument(help="Architecture to export (its weights: --weights or the shipped ones).")],
     onnx: Annotated[Path, typer.Option("--onnx", help="Output .onnx file.")],
-    weights: Annotated[Optional[Path], typer.Option(help="Weights file (default: models/<NAME>.safetensors).")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Weights file (default: models/<NAME>.safetensors).")] = None,
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset.")] = 17,
-    random_init: Annotated[bool, typer.Option("--random-init", help="Export a randomly initialised network (for testing the pipeline).")] = False,
-    check: Annotated[bool, typer.Option("--check/--no-check", help="Compare ONNX Runtime with torch on a 64x96 input.")] = True,
+    random_init: Annotated[
+        bool, typer.Option("--random-init", help="Export a randomly initialised network (for testing the pipeline).")
+    ] = False,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Compare ONNX Runtime with torch on a 64x96 input.")
+    ] = True,
 ) -> None:
     """Export a network to ONNX (dynamic batch, height, width; H and W multiples of 16).
 

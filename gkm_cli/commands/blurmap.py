@@ -7,7 +7,7 @@ colour heatmap PNG for people. Exit codes as ``gkm deblur``.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -52,11 +52,18 @@ def blurmap(
     skip_existing: SkipOpt = True,
     overwrite: OverwriteOpt = False,
     format: Annotated[
-        Optional[str], typer.Option("--format", help="png (16-bit, scale in a sidecar .json), tiff (16-bit) or npy (float32 px).")
+        str | None,
+        typer.Option("--format", help="png (16-bit, scale in a sidecar .json), tiff (16-bit) or npy (float32 px)."),
     ] = None,
-    heatmap: Annotated[bool, typer.Option("--heatmap", help="Write a colour PNG (inferno, 0..--max-sigma px) for viewing instead.")] = False,
+    heatmap: Annotated[
+        bool, typer.Option("--heatmap", help="Write a colour PNG (inferno, 0..--max-sigma px) for viewing instead.")
+    ] = False,
     max_sigma: Annotated[
-        float, typer.Option("--max-sigma", help="Sigma (px) stored as 65535 in PNG/TIFF (scale = 65535 / max) and the heatmap's top colour.")
+        float,
+        typer.Option(
+            "--max-sigma",
+            help="Sigma (px) stored as 65535 in PNG/TIFF (scale = 65535 / max) and the heatmap's top colour.",
+        ),
     ] = DEFAULT_MAX_SIGMA,
     as_json: JsonOpt = False,
     shard: ShardOpt = None,

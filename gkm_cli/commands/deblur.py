@@ -17,7 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -124,7 +124,8 @@ def run_batch_command(settings: BatchSettings, *, as_json: bool = False, quiet: 
     if not quiet:
         err.print(
             f"{tag}{settings.task}: {summary['ok']} written, {summary['skipped']} skipped (already done), "
-            f"{summary['failed']} failed" + (f", {not_attempted} not attempted" if not_attempted else "")
+            f"{summary['failed']} failed"
+            + (f", {not_attempted} not attempted" if not_attempted else "")
             + f" in {summary['seconds']:.1f} s on {summary['device']} ({summary['precision']})",
             highlight=False,
         )
@@ -153,27 +154,66 @@ def shard_flag(text: str | None) -> tuple[int, int]:
 
 
 # --- shared option types -----------------------------------------------------------------------
-Inputs = Annotated[list[str], typer.Argument(help="Image files, folders or globs ('-' reads one image from stdin).", show_default=False)]
-Output = Annotated[
-    Optional[str],
-    typer.Option("--output", "-o", help="Output folder (input tree mirrored below it), a file for one input, or '-' for stdout. Default: beside each input."),
+Inputs = Annotated[
+    list[str],
+    typer.Argument(help="Image files, folders or globs ('-' reads one image from stdin).", show_default=False),
 ]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Architecture (default ggkmnet); see `gkm models`.")]
-WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="A .safetensors checkpoint (default: the shipped models/<model>.safetensors).")]
+Output = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Output folder (input tree mirrored below it), a file for one input, or '-' for stdout. Default: beside each input.",
+    ),
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Architecture (default ggkmnet); see `gkm models`.")]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", help="A .safetensors checkpoint (default: the shipped models/<model>.safetensors)."),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 on capable GPUs, else fp32), fp32, fp16 or bf16.")]
-TileOpt = Annotated[Optional[int], typer.Option("--tile", help="Tile core size in px (default: from free memory).", min=16)]
-OverlapOpt = Annotated[Optional[int], typer.Option("--tile-overlap", help="Context px read around each tile core (default: the model's receptive radius, rounded to 16).", min=0)]
-RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Also take images in sub-folders of folder inputs.")]
-SuffixOpt = Annotated[Optional[str], typer.Option("--suffix", help="Added to output file names (default '' in another folder, '_deblurred'/'_blurmap' beside the input).")]
-SkipOpt = Annotated[bool, typer.Option("--skip-existing/--no-skip-existing", help="Skip inputs whose output exists (a re-run resumes).")]
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", help="auto (bf16 on capable GPUs, else fp32), fp32, fp16 or bf16.")
+]
+TileOpt = Annotated[
+    int | None, typer.Option("--tile", help="Tile core size in px (default: from free memory).", min=16)
+]
+OverlapOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--tile-overlap",
+        help="Context px read around each tile core (default: the model's receptive radius, rounded to 16).",
+        min=0,
+    ),
+]
+RecursiveOpt = Annotated[
+    bool, typer.Option("--recursive", "-r", help="Also take images in sub-folders of folder inputs.")
+]
+SuffixOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--suffix",
+        help="Added to output file names (default '' in another folder, '_deblurred'/'_blurmap' beside the input).",
+    ),
+]
+SkipOpt = Annotated[
+    bool, typer.Option("--skip-existing/--no-skip-existing", help="Skip inputs whose output exists (a re-run resumes).")
+]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never inputs).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON record per image on stdout, then a summary record.")]
-ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="Process only share i of N of the sorted inputs (i/N, e.g. for SLURM arrays).")]
-BackendOpt = Annotated[str, typer.Option("--backend", help="torch, or onnxruntime (CPU, fp32, gkmnet: ~2x faster there).")]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option("--shard", help="Process only share i of N of the sorted inputs (i/N, e.g. for SLURM arrays)."),
+]
+BackendOpt = Annotated[
+    str, typer.Option("--backend", help="torch, or onnxruntime (CPU, fp32, gkmnet: ~2x faster there).")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line on stderr.")]
 MaxPixelsOpt = Annotated[
-    int, typer.Option("--max-pixels", help="Refuse inputs whose header declares more pixels than this (0 = no limit).", min=0)
+    int,
+    typer.Option(
+        "--max-pixels", help="Refuse inputs whose header declares more pixels than this (0 = no limit).", min=0
+    ),
 ]
 
 
@@ -190,8 +230,12 @@ def deblur(
     suffix: SuffixOpt = None,
     skip_existing: SkipOpt = True,
     overwrite: OverwriteOpt = False,
-    format: Annotated[Optional[str], typer.Option("--format", help="Output format png, tiff or jpeg (default: the input's).")] = None,
-    bit_depth: Annotated[Optional[int], typer.Option("--bit-depth", help="Output bits per sample 8, 16 or 32 (default: the input's).")] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="Output format png, tiff or jpeg (default: the input's).")
+    ] = None,
+    bit_depth: Annotated[
+        int | None, typer.Option("--bit-depth", help="Output bits per sample 8, 16 or 32 (default: the input's).")
+    ] = None,
     jpeg_quality: Annotated[int, typer.Option("--jpeg-quality", help="JPEG quality 1..100.")] = 95,
     as_json: JsonOpt = False,
     shard: ShardOpt = None,
@@ -199,7 +243,11 @@ def deblur(
     backend: BackendOpt = "torch",
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     strength: Annotated[
-        float, typer.Option("--strength", help="0..1: S * deblurred + (1 - S) * input; 1 = the network's output, lower keeps more of the photo.")
+        float,
+        typer.Option(
+            "--strength",
+            help="0..1: S * deblurred + (1 - S) * input; 1 = the network's output, lower keeps more of the photo.",
+        ),
     ] = 1.0,
 ) -> None:
     """Deblur photos (8/16-bit PNG, TIFF, JPEG of any size); metadata and bit depth are kept."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.text import Text
 from rich.table import Table
+from rich.text import Text
 
 from gkm_cli.console import message, visible
 from gkm_cli.errors import UsageError
@@ -109,61 +109,91 @@ def _print_tables(report: Any, console: Console) -> None:
     console.print(summ)
     inf = report.infinite_counts()["metrics"]
     if inf:  # identical pairs: their inf is not averaged in
-        console.print("infinite values left out of the means: " + ", ".join(f"{m} {n}" for m, n in inf.items()), highlight=False)
+        console.print(
+            "infinite values left out of the means: " + ", ".join(f"{m} {n}" for m, n in inf.items()), highlight=False
+        )
     console.print(f"protocol: {report.protocol.summary()}", highlight=False, soft_wrap=True)
 
 
 def evaluate(
     pred_dir: Annotated[
-        Optional[Path], typer.Argument(metavar="[PRED_DIR]", help="Folder of restored images (predictions).", show_default=False)
+        Path | None,
+        typer.Argument(metavar="[PRED_DIR]", help="Folder of restored images (predictions).", show_default=False),
     ] = None,
     gt_dir: Annotated[
-        Optional[Path], typer.Argument(metavar="[GT_DIR]", help="Folder of ground-truth images; files pair by stem.", show_default=False)
+        Path | None,
+        typer.Argument(
+            metavar="[GT_DIR]", help="Folder of ground-truth images; files pair by stem.", show_default=False
+        ),
     ] = None,
     input_dir: Annotated[
-        Optional[Path], typer.Option("--input-dir", help="Folder of the blurred inputs: adds baseline and gain columns.")
+        Path | None,
+        typer.Option("--input-dir", help="Folder of the blurred inputs: adds baseline and gain columns."),
     ] = None,
     metrics: Annotated[
         str, typer.Option("--metrics", help="Comma list of psnr, ssim, lpips, mae, psnr_aligned (colour-aligned PSNR).")
     ] = "psnr,ssim,lpips,mae,psnr_aligned",
-    protocol: Annotated[str, typer.Option("--protocol", help="dpdd16, dpdd8, gkmnet or default; options below override it.")] = "default",
+    protocol: Annotated[
+        str, typer.Option("--protocol", help="dpdd16, dpdd8, gkmnet or default; options below override it.")
+    ] = "default",
     bit_depth: Annotated[
-        Optional[str], typer.Option("--bit-depth", help="8, 16 or native: grid the ground truth is quantised to.")
+        str | None, typer.Option("--bit-depth", help="8, 16 or native: grid the ground truth is quantised to.")
     ] = None,
     round_: Annotated[
-        Optional[bool], typer.Option("--round/--no-round", help="Round predictions to the bit-depth grid.")
+        bool | None, typer.Option("--round/--no-round", help="Round predictions to the bit-depth grid.")
     ] = None,
-    crop_border: Annotated[Optional[int], typer.Option("--crop-border", min=0, help="Pixels removed on every side.")] = None,
+    crop_border: Annotated[
+        int | None, typer.Option("--crop-border", min=0, help="Pixels removed on every side.")
+    ] = None,
     crop_top: Annotated[
-        Optional[int], typer.Option("--crop-top", min=0, help="Further rows removed at the top (burned-in labels).")
+        int | None, typer.Option("--crop-top", min=0, help="Further rows removed at the top (burned-in labels).")
     ] = None,
     y_channel: Annotated[
-        Optional[bool], typer.Option("--y-channel/--rgb", help="PSNR/SSIM/MAE on BT.601 luma instead of RGB.")
+        bool | None, typer.Option("--y-channel/--rgb", help="PSNR/SSIM/MAE on BT.601 luma instead of RGB.")
     ] = None,
-    ssim_window: Annotated[Optional[str], typer.Option("--ssim-window", help="gaussian11 or uniform7.")] = None,
+    ssim_window: Annotated[str | None, typer.Option("--ssim-window", help="gaussian11 or uniform7.")] = None,
     data_range: Annotated[
-        Optional[float], typer.Option("--data-range", help="Peak value in [0,1] units for PSNR/SSIM (default 1).")
+        float | None, typer.Option("--data-range", help="Peak value in [0,1] units for PSNR/SSIM (default 1).")
     ] = None,
     report: Annotated[
-        Optional[list[Path]], typer.Option("--report", help="Write a report; format from the suffix: .json .csv .md .html. Repeatable.")
+        list[Path] | None,
+        typer.Option("--report", help="Write a report; format from the suffix: .json .csv .md .html. Repeatable."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout (and nothing else).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the JSON report on stdout (and nothing else).")
+    ] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
     lpips_weights: Annotated[
-        Optional[Path], typer.Option("--lpips-weights", help="LPIPS safetensors file (default: models/lpips).")
+        Path | None, typer.Option("--lpips-weights", help="LPIPS safetensors file (default: models/lpips).")
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any file had a problem.")] = False,
     data: Annotated[
-        Optional[Path], typer.Option("--data", help="Dataset root (DPDD, LFDOF, RealDOF, RTF, blur/+sharp/): deblur it with --model and score.")
+        Path | None,
+        typer.Option(
+            "--data", help="Dataset root (DPDD, LFDOF, RealDOF, RTF, blur/+sharp/): deblur it with --model and score."
+        ),
     ] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Architecture for --data (default: ggkmnet).")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Checkpoint for --data (default: the shipped one).")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Split of --data (default: its test split, if any).")] = None,
-    save_dir: Annotated[Optional[Path], typer.Option("--save-dir", help="With --data: also write the restored images here.")] = None,
-    tile: Annotated[Optional[int], typer.Option("--tile", help="With --data: tile size in px (default: from free memory).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Architecture for --data (default: ggkmnet).")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Checkpoint for --data (default: the shipped one).")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split of --data (default: its test split, if any).")
+    ] = None,
+    save_dir: Annotated[
+        Path | None, typer.Option("--save-dir", help="With --data: also write the restored images here.")
+    ] = None,
+    tile: Annotated[
+        int | None, typer.Option("--tile", help="With --data: tile size in px (default: from free memory).")
+    ] = None,
     precision: Annotated[str, typer.Option("--precision", help="With --data: auto, fp32, fp16, bf16.")] = "auto",
     max_pixels: Annotated[
-        int, typer.Option("--max-pixels", min=0, help="Refuse files whose header declares more pixels than this (0 = no limit).")
+        int,
+        typer.Option(
+            "--max-pixels", min=0, help="Refuse files whose header declares more pixels than this (0 = no limit)."
+        ),
     ] = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Score restored images against ground truth (PSNR, SSIM, LPIPS, MAE, colour-aligned PSNR).
@@ -179,7 +209,9 @@ def evaluate(
         raise UsageError("give PRED_DIR and GT_DIR, or --data ROOT with --model")
     else:
         model_run = None
-    protocol_options = ProtocolOptions(protocol, bit_depth, round_, crop_border, crop_top, y_channel, ssim_window, data_range)
+    protocol_options = ProtocolOptions(
+        protocol, bit_depth, round_, crop_border, crop_top, y_channel, ssim_window, data_range
+    )
     request = EvaluateRequest(
         pred_dir, gt_dir, input_dir, metrics, protocol_options, tuple(report or ()), as_json, device, lpips_weights, strict,
         model_run, max_pixels,
@@ -197,7 +229,12 @@ def _run(request: EvaluateRequest, err: Console) -> int:
     for path in reports:
         if path.suffix.lower() not in REPORT_SUFFIXES:
             raise UsageError(f"unknown report format for {path} (use {', '.join(REPORT_SUFFIXES)})")
-    folders = (("PRED_DIR", pred_dir), ("GT_DIR", gt_dir), ("--input-dir", request.input_dir), ("--data", model_run.data if model_run else None))
+    folders = (
+        ("PRED_DIR", pred_dir),
+        ("GT_DIR", gt_dir),
+        ("--input-dir", request.input_dir),
+        ("--data", model_run.data if model_run else None),
+    )
     for label, folder in folders:
         if folder is not None and not folder.is_dir():
             raise UsageError(f"{label} is not a folder: {folder}")
@@ -266,7 +303,11 @@ class _ModelRun:
         report, layout, split = evaluate_model_on_dataset(
             deblurrer, self.data, settings, split=self.split, save_dir=self.save_dir, progress=progress
         )
-        err.print(f"dataset: {layout.name} layout at {self.data}" + (f", split {split}" if split else "") + f"; model {deblurrer!r}")
+        err.print(
+            f"dataset: {layout.name} layout at {self.data}"
+            + (f", split {split}" if split else "")
+            + f"; model {deblurrer!r}"
+        )
         return report
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,18 +23,42 @@ __all__ = ["import_weights", "register"]
 
 
 def import_weights(
-    source: Annotated[Path, typer.Argument(help="Checkpoint to convert: .pth/.pt/.ckpt (read without running code) or .safetensors.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .safetensors (its model card goes beside it as .json).")],
-    licence: Annotated[str, typer.Option("--licence", "--license", help="The weights' licence as you know it (recorded in the card, not checked), e.g. 'MIT' or 'academic, non-commercial'.")],
-    variant: Annotated[Optional[str], typer.Option(help="Authors' GKMNet checkpoints: gkmnet (csZcWu/GKMNet, the released DPDD weights) or gkmnet_updating (csZcWu/GKMNet_updating). Their keys are identical, so gkm cannot tell them apart (default gkmnet).")] = None,
-    batch_norm: Annotated[str, typer.Option("--batch-norm", help="Authors' GKMNet: 'image' normalises each BatchNorm with the image's own statistics, as their test script did (it never calls eval()); 'running' uses the stored running statistics.")] = "image",
+    source: Annotated[
+        Path, typer.Argument(help="Checkpoint to convert: .pth/.pt/.ckpt (read without running code) or .safetensors.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output .safetensors (its model card goes beside it as .json).")
+    ],
+    licence: Annotated[
+        str,
+        typer.Option(
+            "--licence",
+            "--license",
+            help="The weights' licence as you know it (recorded in the card, not checked), e.g. 'MIT' or 'academic, non-commercial'.",
+        ),
+    ],
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="Authors' GKMNet checkpoints: gkmnet (csZcWu/GKMNet, the released DPDD weights) or gkmnet_updating (csZcWu/GKMNet_updating). Their keys are identical, so gkm cannot tell them apart (default gkmnet)."
+        ),
+    ] = None,
+    batch_norm: Annotated[
+        str,
+        typer.Option(
+            "--batch-norm",
+            help="Authors' GKMNet: 'image' normalises each BatchNorm with the image's own statistics, as their test script did (it never calls eval()); 'running' uses the stored running statistics.",
+        ),
+    ] = "image",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
 ) -> None:
     """Convert a foreign checkpoint to gkm's safetensors format with a model card."""
     _import(source, output, licence, variant, batch_norm, overwrite, Console(stderr=True))  # errors: cli.py's handler
 
 
-def _import(source: Path, output: Path, licence: str, variant: str | None, batch_norm: str, overwrite: bool, err: Console) -> None:
+def _import(
+    source: Path, output: Path, licence: str, variant: str | None, batch_norm: str, overwrite: bool, err: Console
+) -> None:
     from gkm_cli.nets.gkmnet import GKMNet
     from gkm_cli.nets.importers import import_card, load_foreign, save_imported
 
@@ -47,7 +71,9 @@ def _import(source: Path, output: Path, licence: str, variant: str | None, batch
     if not licence.strip():
         raise UsageError("--licence must say something (e.g. 'unknown')")
     imported = load_foreign(source, variant=variant, batch_norm=batch_norm)
-    command = shlex.join(["gkm", *sys.argv[1:]]) if sys.argv and Path(sys.argv[0]).name in ("gkm", "__main__.py") else ""
+    command = (
+        shlex.join(["gkm", *sys.argv[1:]]) if sys.argv and Path(sys.argv[0]).name in ("gkm", "__main__.py") else ""
+    )
     card = import_card(source, imported, licence.strip(), command)
     save_imported(imported, output, card)
     model = imported.model
@@ -55,7 +81,10 @@ def _import(source: Path, output: Path, licence: str, variant: str | None, batch
     if isinstance(model, GKMNet):  # the authors' GKMNet (kind "gkmnet"): which of their layouts
         what += f" (variant {imported.variant}, bank {model.config.bank_layout}, BN {model.config.batch_norm})"
     parameters = model.inference_parameters()
-    err.print(f"wrote {output} and {output.with_suffix('.json')}: {what}, {parameters / 1e6:.3f} M parameters", highlight=False)
+    err.print(
+        f"wrote {output} and {output.with_suffix('.json')}: {what}, {parameters / 1e6:.3f} M parameters",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer, models_app: typer.Typer | None = None) -> None:

@@ -79,9 +79,7 @@ def _unit_hash(text: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def split_holdout(
-    paths: Sequence[str | Path], fraction: float, seed: int = 0
-) -> tuple[list[Path], list[Path]]:
+def split_holdout(paths: Sequence[str | Path], fraction: float, seed: int = 0) -> tuple[list[Path], list[Path]]:
     """Deterministic ``(train, val)`` split by a hash of each file's :func:`holdout_key` and ``seed``.
 
     A photo goes to ``val`` when its hash in [0,1) is below ``fraction``: the decision depends
@@ -313,9 +311,7 @@ class SynthPatchDataset(Dataset[dict[str, torch.Tensor]]):
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The numpy ``(blurred, sharp, coc)`` of item ``index`` in the current epoch."""
         rng = item_rng(_TAG_SYNTH, self.seed, self.epoch, index)
-        leaves = self.include_dead_leaves and (
-            not self.paths or rng.uniform() < self.config.dead_leaves_fraction
-        )
+        leaves = self.include_dead_leaves and (not self.paths or rng.uniform() < self.config.dead_leaves_fraction)
         if leaves:
             img, dl_depth = dead_leaves(self.patch, self.patch, rng)
             dep: np.ndarray | None = dl_depth if rng.uniform() < self.config.dead_leaves_own_depth_prob else None
@@ -336,4 +332,3 @@ class SynthPatchDataset(Dataset[dict[str, torch.Tensor]]):
         if self.return_coc:
             item["coc"] = torch.from_numpy(np.ascontiguousarray(coc, dtype=np.float32))[None]
         return item
-

@@ -57,8 +57,20 @@ KNOWN_LAYOUTS: tuple[str, ...] = (
 )
 
 _ROLE_WORDS = (
-    "blurred", "blurry", "blur", "input", "source", "defocus", "defocused",
-    "groundtruth", "ground_truth", "gt", "sharp", "target", "aif", "allinfocus",
+    "blurred",
+    "blurry",
+    "blur",
+    "input",
+    "source",
+    "defocus",
+    "defocused",
+    "groundtruth",
+    "ground_truth",
+    "gt",
+    "sharp",
+    "target",
+    "aif",
+    "allinfocus",
 )
 _ROLE_SUFFIX = re.compile(r"[_\-.](?:" + "|".join(_ROLE_WORDS) + r")$", re.IGNORECASE)
 
@@ -105,9 +117,7 @@ class DatasetLayout:
         chosen = self.splits if split is None else (split,)
         for s in chosen:
             if s not in self.splits:
-                raise DataError(
-                    f"{self.root}: layout '{self.name}' has splits {list(self.splits)}, not '{s}'"
-                )
+                raise DataError(f"{self.root}: layout '{self.name}' has splits {list(self.splits)}, not '{s}'")
         return [(s, self.root / s / self.blur_dir, self.root / s / self.sharp_dir) for s in chosen]
 
 
@@ -180,14 +190,12 @@ def detect_layout(root: str | Path) -> DatasetLayout:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     dpdd = tuple(
-        s for s in ("train_c", "val_c", "test_c")
-        if (root / s / "source").is_dir() and (root / s / "target").is_dir()
+        s for s in ("train_c", "val_c", "test_c") if (root / s / "source").is_dir() and (root / s / "target").is_dir()
     )
     if dpdd:
         return DatasetLayout("dpdd", root, dpdd, "source", "target")
     lfdof = tuple(
-        s for s in ("train_data", "test_data")
-        if (root / s / "input").is_dir() and (root / s / "ground_truth").is_dir()
+        s for s in ("train_data", "test_data") if (root / s / "input").is_dir() and (root / s / "ground_truth").is_dir()
     )
     if lfdof:
         return DatasetLayout("lfdof", root, lfdof, "input", "ground_truth")

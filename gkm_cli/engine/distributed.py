@@ -33,7 +33,9 @@ def split_work(items: Sequence[T], shard: tuple[int, int], ranks: RankInfo) -> l
 TOTALED = ("total", "ok", "skipped", "failed", "megapixels")
 
 
-def world_totals(counts: Mapping[str, float], ranks: RankInfo, env: Mapping[str, str] | None = None) -> dict[str, float] | None:
+def world_totals(
+    counts: Mapping[str, float], ranks: RankInfo, env: Mapping[str, str] | None = None
+) -> dict[str, float] | None:
     """Sum ``counts`` (the :data:`TOTALED` keys) over all ranks of a torchrun launch.
 
     Returns the totals on every rank, or None for a single process or when the launcher set no
@@ -47,7 +49,9 @@ def world_totals(counts: Mapping[str, float], ranks: RankInfo, env: Mapping[str,
 
     own = not dist.is_initialized()
     if own:
-        dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world_size, timeout=datetime.timedelta(minutes=30))
+        dist.init_process_group(
+            "gloo", rank=ranks.rank, world_size=ranks.world_size, timeout=datetime.timedelta(minutes=30)
+        )
     try:
         values = torch.tensor([float(counts.get(k, 0.0)) for k in TOTALED], dtype=torch.float64)
         dist.all_reduce(values)

@@ -168,7 +168,9 @@ def plan_jobs(
         return [Job(sources[0], None)]
     jobs = []
     names_file = (
-        output is not None and Path(output).suffix.lower() in SUPPORTED_SUFFIXES | {".npy"} and not Path(output).is_dir()
+        output is not None
+        and Path(output).suffix.lower() in SUPPORTED_SUFFIXES | {".npy"}
+        and not Path(output).is_dir()
     )
     if names_file and output is not None and len(sources) == 1 and sources[0].listed:
         return [Job(sources[0], Path(output))]

@@ -131,7 +131,7 @@ def run_pipeline(
             put(to_net, done)
         except _Stop:
             pass
-        except BaseException as e:  # noqa: BLE001 - handed to the calling thread, re-raised there
+        except BaseException as e:
             errors.append(e)
             stop.set()
 
@@ -164,11 +164,14 @@ def run_pipeline(
                     time.sleep(write_delay_s)
         except _Stop:
             pass
-        except BaseException as e:  # noqa: BLE001 - handed to the calling thread, re-raised there
+        except BaseException as e:
             errors.append(e)
             stop.set()
 
-    threads = [threading.Thread(target=reader, name="gkm-reader", daemon=True), threading.Thread(target=writer, name="gkm-writer", daemon=True)]
+    threads = [
+        threading.Thread(target=reader, name="gkm-reader", daemon=True),
+        threading.Thread(target=writer, name="gkm-writer", daemon=True),
+    ]
     for t in threads:
         t.start()
     try:

@@ -103,7 +103,11 @@ class Engine:
         self.tiling = tiling
         self.notify = notify or (lambda message: None)
         spec = model.spec
-        self.overlap = default_overlap(spec.tile_overlap if spec.tile_overlap is not None else spec.receptive_radius) if tiling.overlap is None else tiling.overlap
+        self.overlap = (
+            default_overlap(spec.tile_overlap if spec.tile_overlap is not None else spec.receptive_radius)
+            if tiling.overlap is None
+            else tiling.overlap
+        )
         if self.overlap < 0:
             raise SettingError("tile_overlap", f"must be >= 0, got {self.overlap}")
         if self.overlap % ALIGN:
@@ -178,7 +182,9 @@ class Engine:
                     raise GkmError(SettingText(f"{tried}; {hint}")) from None
                 self._core_limit = smaller
                 if not self._warned_oom:
-                    self.notify(f"{self.device} ran out of memory: tile size halved to {smaller} px (and kept for later images)")
+                    self.notify(
+                        f"{self.device} ran out of memory: tile size halved to {smaller} px (and kept for later images)"
+                    )
                     self._warned_oom = True
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -225,7 +231,9 @@ class Engine:
             stats = _stats_float(again)
         return stats
 
-    def _forward(self, x: torch.Tensor, context: Context | None, image: bool, sigma: bool) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
+    def _forward(
+        self, x: torch.Tensor, context: Context | None, image: bool, sigma: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
         """One forward pass; returns (image, sigma, re-ran in fp32)."""
 
         def once(dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:

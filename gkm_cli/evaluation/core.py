@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol as TypingProtocol, Union
+from typing import Any, Union
+from typing import Protocol as TypingProtocol
 
 import numpy as np
 import torch
@@ -355,10 +356,14 @@ class _PreviewKeeper:
     """
 
     count: int
-    items: list[tuple[float, int, str, float, tuple[int, int, int, int], dict[str, bytes]]] = field(default_factory=list)
+    items: list[tuple[float, int, str, float, tuple[int, int, int, int], dict[str, bytes]]] = field(
+        default_factory=list
+    )
     seen: int = 0
 
-    def offer(self, rank: float, name: str, shown: float, box: tuple[int, int, int, int], crops: dict[str, bytes]) -> None:
+    def offer(
+        self, rank: float, name: str, shown: float, box: tuple[int, int, int, int], crops: dict[str, bytes]
+    ) -> None:
         self.seen += 1
         self.items.append((rank, self.seen, name, shown, box, crops))
         self.items.sort(key=lambda it: (it[0], it[1]))

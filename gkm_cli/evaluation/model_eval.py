@@ -34,6 +34,7 @@ class ImageDeblurrer(Protocol):
 
     def describe(self) -> Mapping[str, object]: ...
 
+
 #: The split scored by default for layouts that have several.
 TEST_SPLITS = ("test_c", "test_data", "test")
 
@@ -85,9 +86,23 @@ def evaluate_model_on_dataset(
                 pred_path.parent.mkdir(parents=True, exist_ok=True)
                 write_image(pred_path, restored, forbid_same_as=Path(pair.blur))
             bits = {"uint8": 8, "uint16": 16}.get(str(sharp.dtype))
-            yield PairSample(pair.name, restored.pixels, exact_pixels(sharp), exact_pixels(blur), gt_bits=bits,
-                             pred_path=str(pred_path) if pred_path else None, gt_path=str(pair.sharp))
+            yield PairSample(
+                pair.name,
+                restored.pixels,
+                exact_pixels(sharp),
+                exact_pixels(blur),
+                gt_bits=bits,
+                pred_path=str(pred_path) if pred_path else None,
+                gt_path=str(pair.sharp),
+            )
 
-    sources = {"data": str(root), "layout": layout.name, "split": split, **{k: str(v) for k, v in deblurrer.describe().items()}}
-    report = evaluate_pairs(samples(), settings, sources=sources, total=len(pairs), progress=progress, expect_inputs=True)
+    sources = {
+        "data": str(root),
+        "layout": layout.name,
+        "split": split,
+        **{k: str(v) for k, v in deblurrer.describe().items()},
+    }
+    report = evaluate_pairs(
+        samples(), settings, sources=sources, total=len(pairs), progress=progress, expect_inputs=True
+    )
     return report, layout, split

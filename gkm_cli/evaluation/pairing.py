@@ -78,7 +78,12 @@ def list_images(folder: Path) -> tuple[dict[str, Path], list[Problem]]:
         else:
             names = ", ".join(p.name for p in paths)
             problems.append(
-                Problem(stem, "duplicate_stem", f"several files with stem {stem!r} in {folder}: {names}", tuple(map(str, paths)))
+                Problem(
+                    stem,
+                    "duplicate_stem",
+                    f"several files with stem {stem!r} in {folder}: {names}",
+                    tuple(map(str, paths)),
+                )
             )
     return found, problems
 
@@ -110,7 +115,9 @@ def pair_folders(pred_dir: Path, gt_dir: Path, input_dir: Path | None = None) ->
         pred = preds.get(stem)
         if pred is None:
             problems.append(
-                Problem(stem, "missing_prediction", f"no prediction for ground truth {gt.name} in {pred_dir}", (str(gt),))
+                Problem(
+                    stem, "missing_prediction", f"no prediction for ground truth {gt.name} in {pred_dir}", (str(gt),)
+                )
             )
             continue
         inp = inputs.get(stem)
@@ -121,6 +128,12 @@ def pair_folders(pred_dir: Path, gt_dir: Path, input_dir: Path | None = None) ->
         pairs.append(FilePair(stem, pred, gt, inp))
     for stem in sorted(set(preds) - set(gts) - dup_gt):
         problems.append(
-            Problem(stem, "missing_gt", f"no ground truth for prediction {preds[stem].name} in {gt_dir}", (str(preds[stem]),), "ignored")
+            Problem(
+                stem,
+                "missing_gt",
+                f"no ground truth for prediction {preds[stem].name} in {gt_dir}",
+                (str(preds[stem]),),
+                "ignored",
+            )
         )
     return PairingResult(tuple(pairs), tuple(problems))

@@ -20,12 +20,13 @@ import html
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gkm_cli.errors import ImageWriteError, UsageError
-from gkm_cli.fileio import atomic_write_bytes, describe_os_error
 from gkm_cli.evaluation.core import HIGHER_IS_BETTER, EvalReport
+from gkm_cli.fileio import atomic_write_bytes, describe_os_error
 
 __all__ = [
     "REPORT_SUFFIXES",
@@ -94,7 +95,9 @@ def report_to_dict(report: EvalReport) -> dict[str, Any]:
                 "metrics": _nums(dict(r.metrics)),
                 "baseline": _nums(None if r.baseline is None else dict(r.baseline)),
                 "gain": _nums(r.gain),
-                "nonfinite": _nonfinite(metrics=dict(r.metrics), baseline=None if r.baseline is None else dict(r.baseline), gain=r.gain),
+                "nonfinite": _nonfinite(
+                    metrics=dict(r.metrics), baseline=None if r.baseline is None else dict(r.baseline), gain=r.gain
+                ),
                 "pred": r.pred_path,
                 "gt": r.gt_path,
                 "input": r.input_path,
@@ -219,7 +222,10 @@ def render_markdown(report: EvalReport) -> str:
     out.append(f"- scored: {report.n_scored} images; problems: {len(report.problems)}")
     inf = report.infinite_counts()["metrics"]
     if inf:
-        out.append("- infinite values (identical pairs), left out of the means: " + ", ".join(f"{m} {n}" for m, n in inf.items()))
+        out.append(
+            "- infinite values (identical pairs), left out of the means: "
+            + ", ".join(f"{m} {n}" for m, n in inf.items())
+        )
     out.append(f"- protocol: {report.protocol.summary()}")
     out += ["", "## Summary (mean of per-image values)", "", "| metric | output | input | gain |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _summary_rows(report)]
@@ -239,7 +245,9 @@ def render_markdown(report: EvalReport) -> str:
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "## Problems", ""]
     if report.problems:
-        out += [f"- **{p.kind}** `{_md_escape(p.name)}` ({p.consequence}): {_md_escape(p.detail)}" for p in report.problems]
+        out += [
+            f"- **{p.kind}** `{_md_escape(p.name)}` ({p.consequence}): {_md_escape(p.detail)}" for p in report.problems
+        ]
     else:
         out.append("None.")
     return "\n".join(out) + "\n"
@@ -304,9 +312,21 @@ def render_html(report: EvalReport) -> str:
         f"gkm {e(report.gkm_version)}, {e(report.created_utc)}, {report.elapsed_s:.1f} s on {e(report.device)}</li></ul>"
     )
     inf = report.infinite_counts()["metrics"]
-    inf_note = (" Infinite values (identical pairs) are left out of the means: " + ", ".join(f"{m} {n}" for m, n in inf.items()) + ".") if inf else ""
-    parts.append(f"<h2>Summary</h2><p>Mean of per-image values; gain is positive when the output beats the input.{e(inf_note)}</p>")
-    parts.append("<table id='summary'><thead><tr><th>metric</th><th>output</th><th>input</th><th>gain</th></tr></thead><tbody>")
+    inf_note = (
+        (
+            " Infinite values (identical pairs) are left out of the means: "
+            + ", ".join(f"{m} {n}" for m, n in inf.items())
+            + "."
+        )
+        if inf
+        else ""
+    )
+    parts.append(
+        f"<h2>Summary</h2><p>Mean of per-image values; gain is positive when the output beats the input.{e(inf_note)}</p>"
+    )
+    parts.append(
+        "<table id='summary'><thead><tr><th>metric</th><th>output</th><th>input</th><th>gain</th></tr></thead><tbody>"
+    )
     for row in _summary_rows(report):
         parts.append("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>")
     parts.append("</tbody></table>")

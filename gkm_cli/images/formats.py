@@ -22,17 +22,14 @@ SUPPORTED_SUFFIXES: Final = frozenset(SUFFIX_FORMATS)
 FORMAT_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
     {"png": "png", "tif": "tiff", "tiff": "tiff", "jpg": "jpeg", "jpeg": "jpeg"}
 )
-BIT_DEPTHS: Final[Mapping[str, tuple[int, ...]]] = MappingProxyType(
-    {"png": (8, 16), "tiff": (8, 16, 32), "jpeg": (8,)}
-)
+BIT_DEPTHS: Final[Mapping[str, tuple[int, ...]]] = MappingProxyType({"png": (8, 16), "tiff": (8, 16, 32), "jpeg": (8,)})
 
 #: The suffix gkm gives a file it writes in each format (``-o folder --format tiff`` -> ``.tif``).
 OUTPUT_SUFFIX: Final[Mapping[str, str]] = MappingProxyType({"png": ".png", "tiff": ".tif", "jpeg": ".jpg"})
 # Image suffixes gkm recognises but cannot read or write: ``-o x.webp`` names a file (refused in one
 # line), not a folder to create; an evaluate folder's .bmp is not an image gkm can score.
 OTHER_IMAGE_SUFFIXES: Final = frozenset(
-    ".webp .bmp .dib .gif .heic .heif .avif .jxl .jp2 .j2k .jpx .exr .hdr .pic .pgm .ppm .pnm .pbm .pfm "
-    ".tga .ico .icns .psd .svg .dng .raw .cr2 .cr3 .nef .arw .orf .rw2 .raf .sr2 .srw .pef .qoi".split()
+    [".webp", ".bmp", ".dib", ".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".jpx", ".exr", ".hdr", ".pic", ".pgm", ".ppm", ".pnm", ".pbm", ".pfm", ".tga", ".ico", ".icns", ".psd", ".svg", ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".sr2", ".srw", ".pef", ".qoi"]
 )
 
 

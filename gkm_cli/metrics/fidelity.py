@@ -76,16 +76,12 @@ def ssim_window(name: str | SsimWindow) -> SsimWindow:
     try:
         return SSIM_WINDOWS[name]
     except KeyError:
-        raise UsageError(
-            f"unknown SSIM window {name!r} (choose from {', '.join(sorted(SSIM_WINDOWS))})"
-        ) from None
+        raise UsageError(f"unknown SSIM window {name!r} (choose from {', '.join(sorted(SSIM_WINDOWS))})") from None
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.ndim != 4 or y.ndim != 4:
-        raise UsageError(
-            f"metrics expect N x C x H x W tensors, got shapes {tuple(x.shape)} and {tuple(y.shape)}"
-        )
+        raise UsageError(f"metrics expect N x C x H x W tensors, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if x.shape != y.shape:
         raise UsageError(f"shape mismatch: {tuple(x.shape)} vs {tuple(y.shape)}")
 
@@ -165,9 +161,7 @@ def ssim(
         raise UsageError(f"data_range must be positive, got {data_range}")
     win = ssim_window(window)
     if x.shape[-1] < win.size or x.shape[-2] < win.size:
-        raise UsageError(
-            f"image {x.shape[-2]}x{x.shape[-1]} is smaller than the {win.size}x{win.size} SSIM window"
-        )
+        raise UsageError(f"image {x.shape[-2]}x{x.shape[-1]} is smaller than the {win.size}x{win.size} SSIM window")
     a = _as(x, dtype)
     b = _as(y, dtype)
     n, c = a.shape[:2]

@@ -17,9 +17,10 @@ fed [0,1]; we do not reproduce that mistake, and every report says so).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -27,7 +28,7 @@ from gkm_cli.errors import UsageError
 from gkm_cli.metrics.conventions import clamp01, crop, quantise, rgb_to_y
 from gkm_cli.metrics.fidelity import SSIM_WINDOWS
 
-__all__ = ["PROTOCOLS", "LPIPS_CONVENTION", "Protocol", "get_protocol", "prepare"]
+__all__ = ["LPIPS_CONVENTION", "PROTOCOLS", "Protocol", "get_protocol", "prepare"]
 
 #: How LPIPS is computed under every protocol (recorded in reports).
 LPIPS_CONVENTION = "LPIPS v0.1 AlexNet (lin heads), RGB inputs mapped x*2-1 to [-1,1]"
@@ -154,9 +155,7 @@ def get_protocol(name: str | Protocol) -> Protocol:
     try:
         return PROTOCOLS[name]
     except KeyError:
-        raise UsageError(
-            f"unknown protocol {name!r} (choose from {', '.join(PROTOCOLS)})"
-        ) from None
+        raise UsageError(f"unknown protocol {name!r} (choose from {', '.join(PROTOCOLS)})") from None
 
 
 def _bits_of_grid(protocol: Protocol, gt_bits: int | None) -> int | None:

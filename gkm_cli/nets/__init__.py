@@ -12,13 +12,13 @@ from gkm_cli.nets.registry import (
 )
 
 __all__ = [
+    "TINY_OVERRIDES",
     "Context",
     "ContextStats",
     "DeblurOutput",
     "GkmNetwork",
     "ModelSpec",
     "PretrainedWeights",
-    "TINY_OVERRIDES",
     "config_class",
     "create_model",
     "default_model",

@@ -320,9 +320,7 @@ class GkmNetwork(nn.Module):
 
     def inference_parameters(self) -> int:
         """Trainable parameters used at inference (training-only heads excluded)."""
-        return sum(
-            p.numel() for n, p in self.named_parameters() if p.requires_grad and not n.startswith("srm.")
-        )
+        return sum(p.numel() for n, p in self.named_parameters() if p.requires_grad and not n.startswith("srm."))
 
 
 def _concat_scales(a: ContextStats, b: ContextStats) -> ContextStats:

@@ -198,7 +198,9 @@ class TripletAttention(nn.Module):
         return x * ((gates + g_hw) / 3.0)
 
 
-def nnpack_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor | None:
+def nnpack_conv2d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int
+) -> torch.Tensor | None:
     """Stride-1 convolution through NNPACK (FFT / Winograd tiles) on the CPU, or None when
     NNPACK cannot run it here (other device or dtype, autograd on, or a build without NNPACK).
 

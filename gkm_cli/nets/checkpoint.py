@@ -28,10 +28,15 @@ def card_path(weights: Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def save_weights(model: GkmNetwork, path: Path, *, card: Mapping[str, object] | None = None, half: bool = False) -> None:
+def save_weights(
+    model: GkmNetwork, path: Path, *, card: Mapping[str, object] | None = None, half: bool = False
+) -> None:
     """Save a network's state (inference + training heads) and optionally its model card, atomically."""
     path = Path(path)
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
     metadata = {
         "format": "gkm",
         "format_version": FORMAT_VERSION,
@@ -112,24 +117,33 @@ def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[tuple[int,
     return meta, shapes
 
 
-def _check_layout(path: Path, arch: str, config: Mapping[str, object], shapes: dict[str, tuple[tuple[int, ...], str]]) -> None:
+def _check_layout(
+    path: Path, arch: str, config: Mapping[str, object], shapes: dict[str, tuple[tuple[int, ...], str]]
+) -> None:
     """Tensor names, shapes and kinds must be exactly those of ``arch`` with ``config``."""
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
             expected = create_model(arch, **config).state_dict()
     except ModelError:
         raise
-    except Exception as e:  # noqa: BLE001 - an in-bounds but inconsistent config
-        raise ModelError(f"{path}: config {json.dumps(config, sort_keys=True)} does not build {arch} ({_first_line(e)})") from None
+    except Exception as e:
+        raise ModelError(
+            f"{path}: config {json.dumps(config, sort_keys=True)} does not build {arch} ({_first_line(e)})"
+        ) from None
     # "srm." tensors are training-only heads that older checkpoints may lack.
     missing = sorted(k for k in expected if k not in shapes and not k.startswith("srm."))
     unexpected = sorted(k for k in shapes if k not in expected)
     if missing or unexpected:
         what = []
         if missing:
-            what.append(f"missing {', '.join(missing[:3])}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+            what.append(
+                f"missing {', '.join(missing[:3])}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            )
         if unexpected:
-            what.append(f"unexpected {', '.join(unexpected[:3])}" + (f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else ""))
+            what.append(
+                f"unexpected {', '.join(unexpected[:3])}"
+                + (f" and {len(unexpected) - 3} more" if len(unexpected) > 3 else "")
+            )
         raise ModelError(f"{path}: weights do not match {arch} ({'; '.join(what)})")
     for key, (shape, dtype) in shapes.items():
         want = expected[key]

@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gkm_cli.nets.base import Context, ContextStats, GkmNetwork, ModelSpec, PretrainedWeights, RecurrentState, region_sum
+from gkm_cli.nets.base import (
+    Context,
+    ContextStats,
+    GkmNetwork,
+    ModelSpec,
+    PretrainedWeights,
+    RecurrentState,
+    region_sum,
+)
 from gkm_cli.nets.blocks import ConvLSTMCell, LstmState, ResBlock, carry_state, conv3
 from gkm_cli.nets.gkmnet import identity_summation, xavier_init
 from gkm_cli.ops.gaussian import ConvMethod, dense_kernels, gaussian_conv, gaussian_group_mix, ggkm_bank

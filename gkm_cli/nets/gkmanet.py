@@ -87,6 +87,7 @@ class Seat(nn.Module):
         n, _, h, w = x.shape
         q = self.q(x).flatten(2).transpose(1, 2)  # N x HW x D
         k, v = self.kv(tokens).chunk(2, -1)  # N x T x D
+
         def split(z: torch.Tensor) -> torch.Tensor:
             heads: torch.Tensor = z.unflatten(-1, (self.heads, -1)).transpose(1, 2)
             return heads
@@ -141,7 +142,9 @@ class GKMANet(GKMNet):
         box = (top // 4, left // 4, height // 4, width // 4)
         b = feats["bottleneck"]
         g, counts = grid_sums(b, box, (origin[0] // 4, origin[1] // 4), (full[0] // 4, full[1] // 4), self.config.grid)
-        return ContextStats(sums=[region_sum(b, box)], count=[float(box[2] * box[3])], grid_sums=[g], grid_count=[counts])
+        return ContextStats(
+            sums=[region_sum(b, box)], count=[float(box[2] * box[3])], grid_sums=[g], grid_count=[counts]
+        )
 
     def make_context(self, stats: ContextStats | None) -> Context | None:
         assert stats is not None and stats.grid_sums is not None and stats.grid_count is not None

@@ -201,7 +201,9 @@ class GKMNet(GkmNetwork):
         in_place = not torch.is_grad_enabled()
         n = y_t.shape[0]
         # One bank call for both inputs (2N x 3 planes): ~10% faster on 2 threads than two calls.
-        bank = gaussian_conv(torch.cat([y_t, x_up.to(y_t.dtype)], 0), self.bank, self.gaussian_method(), self.bank_kernels)
+        bank = gaussian_conv(
+            torch.cat([y_t, x_up.to(y_t.dtype)], 0), self.bank, self.gaussian_method(), self.bank_kernels
+        )
         out = None
         for i, u in enumerate((y_t, x_up)):
             w_u = weights[:, i * k : (i + 1) * k]  # N x K x H x W
@@ -234,12 +236,16 @@ class GKMNet(GkmNetwork):
             weights = weights * g[:, :, None, None]
         k = self.num_kernels
         if self.config.bank_layout != "paper":
-            x_t = gkm_layouts.layout_mix_and_sum(self.config.bank_layout, y_t, x_up, weights, self.bank, self.bank_kernels, self.summation)
+            x_t = gkm_layouts.layout_mix_and_sum(
+                self.config.bank_layout, y_t, x_up, weights, self.bank, self.bank_kernels, self.summation
+            )
         elif self.fast_paths:
             x_t = self.mix_and_sum(y_t, x_up, weights)
         else:
             wy, wx = weights[:, None, :k], weights[:, None, k:]
-            mixed = torch.cat([(self.filter_bank(y_t) * wy).flatten(1, 2), (self.filter_bank(x_up) * wx).flatten(1, 2)], 1)
+            mixed = torch.cat(
+                [(self.filter_bank(y_t) * wy).flatten(1, 2), (self.filter_bank(x_up) * wx).flatten(1, 2)], 1
+            )
             x_t = self.summation(mixed)
         n = y_t.shape[0]
         return x_t, {

@@ -77,7 +77,9 @@ def to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def is_official_gkm(state: dict[str, torch.Tensor]) -> bool:
     """True for the released GKMNet / GKMNet_updating layout (same keys in both)."""
-    return "SumLayer.conv.weight" in state and "APU.conv_atten.conv.weight" in state and "in_block.conv.0.weight" in state
+    return (
+        "SumLayer.conv.weight" in state and "APU.conv_atten.conv.weight" in state and "in_block.conv.0.weight" in state
+    )
 
 
 def is_nrknet(state: dict[str, torch.Tensor]) -> bool:
@@ -94,11 +96,15 @@ def official_config(state: dict[str, torch.Tensor], path: Path) -> dict[str, int
     except (KeyError, IndexError) as e:
         raise ModelError(f"{path}: incomplete GKMNet checkpoint ({e})") from None
     if channels % 6 or maps != channels // 3:
-        raise ModelError(f"{path}: GKMNet summation takes {channels} channels and the APU gives {maps} maps; expected 6K and 2K")
+        raise ModelError(
+            f"{path}: GKMNet summation takes {channels} channels and the APU gives {maps} maps; expected 6K and 2K"
+        )
     return {"width": width, "kernels": channels // 6 - 1, "lstm_kernel": lstm_kernel}
 
 
-def from_official(state: dict[str, torch.Tensor], path: Path, *, variant: str = "gkmnet", batch_norm: str = "image") -> GkmNetwork:
+def from_official(
+    state: dict[str, torch.Tensor], path: Path, *, variant: str = "gkmnet", batch_norm: str = "image"
+) -> GkmNetwork:
     """Our GKMNet holding an authors' checkpoint, every key mapped, in eval mode (fp32)."""
     from gkm_cli.nets.registry import create_model
 
@@ -118,7 +124,9 @@ def from_official(state: dict[str, torch.Tensor], path: Path, *, variant: str = 
         if theirs not in state:
             raise ModelError(f"{path}: GKMNet checkpoint lacks {theirs}")
         if state[theirs].shape != ours[key].shape:
-            raise ModelError(f"{path}: {theirs} has shape {tuple(state[theirs].shape)}, expected {tuple(ours[key].shape)}")
+            raise ModelError(
+                f"{path}: {theirs} has shape {tuple(state[theirs].shape)}, expected {tuple(ours[key].shape)}"
+            )
         renamed[key] = state[theirs].float() if state[theirs].is_floating_point() else state[theirs]
     extra = sorted(set(state) - {official_key(k) for k in ours})
     if extra:
@@ -212,7 +220,9 @@ def import_card(source: Path, imported: Imported, licence: str, command: str) ->
         )
     else:
         card["architecture"] = model.spec.name
-        card["notes"] = "Run through spandrel (the gkm-cli[zoo] extra); respect the architecture's and the weights' licences."
+        card["notes"] = (
+            "Run through spandrel (the gkm-cli[zoo] extra); respect the architecture's and the weights' licences."
+        )
     return card
 
 
@@ -249,7 +259,7 @@ def is_foreign_weights(path: Path) -> bool:
         return True
     if path.suffix.lower() == ".safetensors" and path.is_file():
         fmt = _safetensors_format(path)
-        return fmt is not None and fmt != "gkm" or (fmt is None and _has_tensors(path))
+        return (fmt is not None and fmt != "gkm") or (fmt is None and _has_tensors(path))
     return False
 
 

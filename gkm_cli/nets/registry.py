@@ -68,12 +68,18 @@ def check_config(name: str, config: object) -> dict[str, object]:
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(config) - set(fields))
     if unknown:
-        raise ModelError(f"{name}: unknown config field(s) {', '.join(map(str, unknown))}; valid: {', '.join(sorted(fields))}")
+        raise ModelError(
+            f"{name}: unknown config field(s) {', '.join(map(str, unknown))}; valid: {', '.join(sorted(fields))}"
+        )
     for key, value in config.items():
         default = fields[key].default
         if isinstance(default, str):
             # A string field lists its values in its metadata (gkmnet's bank_layout, batch_norm).
-            allowed = ("auto", *METHODS) if key == "gaussian_method" else tuple(fields[key].metadata.get("choices", (default,)))
+            allowed = (
+                ("auto", *METHODS)
+                if key == "gaussian_method"
+                else tuple(fields[key].metadata.get("choices", (default,)))
+            )
             if value not in allowed:
                 raise ModelError(f"{name}: config {key}={value!r} is not one of {', '.join(allowed)}")
             continue
@@ -126,5 +132,3 @@ def _lookup(name: str) -> tuple[type[GkmNetwork], type]:
         return _ARCHITECTURES[name]
     except KeyError:
         raise ModelError(f"unknown model {name!r}; available: {', '.join(_ARCHITECTURES)}") from None
-
-

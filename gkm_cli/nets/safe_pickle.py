@@ -63,8 +63,14 @@ TORCH_TENSOR_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("torch", "Size"),
         ("torch.storage", "UntypedStorage"),
     }
-    | {("torch", f"{kind}Storage") for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")}
-    | {("torch", name) for name in ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")}
+    | {
+        ("torch", f"{kind}Storage")
+        for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")
+    }
+    | {
+        ("torch", name)
+        for name in ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+    }
 )
 
 
@@ -154,7 +160,9 @@ def load_torch_checkpoint(path: Path) -> object:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsafeCheckpointError(f"{path}: refused by torch.load(weights_only=True): {first}") from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise ModelError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ModelError(
+            f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
 
 
 def tensor_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:

@@ -67,7 +67,11 @@ def _torchvision_placeholder() -> Iterator[None]:
     functional.normalize = refuse  # type: ignore[attr-defined]
     root.transforms = transforms  # type: ignore[attr-defined]
     transforms.functional = functional  # type: ignore[attr-defined]
-    placed = {"torchvision": root, "torchvision.transforms": transforms, "torchvision.transforms.functional": functional}
+    placed = {
+        "torchvision": root,
+        "torchvision.transforms": transforms,
+        "torchvision.transforms.functional": functional,
+    }
     sys.modules.update(placed)
     try:
         yield
@@ -169,13 +173,21 @@ def load_spandrel(state: dict[str, torch.Tensor], path: Path) -> ZooNetwork:
     try:
         descriptor = loader.load_from_state_dict(spandrel.canonicalize_state_dict(state))
     except spandrel.UnsupportedModelError:
-        raise ModelError(f"{path}: not a gkm checkpoint, not the authors' GKMNet layout, and no architecture spandrel knows") from None
+        raise ModelError(
+            f"{path}: not a gkm checkpoint, not the authors' GKMNet layout, and no architecture spandrel knows"
+        ) from None
     except (RuntimeError, KeyError, ValueError) as e:
-        raise ModelError(f"{path}: spandrel could not load it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ModelError(
+            f"{path}: spandrel could not load it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
-        raise ModelError(f"{path}: {descriptor.architecture.name} is a {descriptor.purpose} model with a mask input; gkm restores plain images")
+        raise ModelError(
+            f"{path}: {descriptor.architecture.name} is a {descriptor.purpose} model with a mask input; gkm restores plain images"
+        )
     if descriptor.scale != 1:
-        raise ModelError(f"{path}: {descriptor.architecture.name} upscales x{descriptor.scale}; gkm runs same-size restoration models only")
+        raise ModelError(
+            f"{path}: {descriptor.architecture.name} upscales x{descriptor.scale}; gkm runs same-size restoration models only"
+        )
     if descriptor.input_channels != 3 or descriptor.output_channels != 3:
         raise ModelError(
             f"{path}: {descriptor.architecture.name} takes {descriptor.input_channels} and gives {descriptor.output_channels} channels; "
@@ -184,7 +196,9 @@ def load_spandrel(state: dict[str, torch.Tensor], path: Path) -> ZooNetwork:
     return ZooNetwork(descriptor).eval()
 
 
-def save_spandrel(state: dict[str, torch.Tensor], model: GkmNetwork, destination: Path, card: Mapping[str, object]) -> None:
+def save_spandrel(
+    state: dict[str, torch.Tensor], model: GkmNetwork, destination: Path, card: Mapping[str, object]
+) -> None:
     """The model's tensors as safetensors (``format = gkm-zoo``) + model card, atomically."""
     import os
     import tempfile
@@ -195,8 +209,14 @@ def save_spandrel(state: dict[str, torch.Tensor], model: GkmNetwork, destination
     from gkm_cli.nets.checkpoint import card_path
 
     # Clones: safetensors refuses tensors sharing storage (tied weights).
-    tensors = {k[len("net.") :]: v.detach().cpu().clone() for k, v in model.state_dict().items() if k.startswith("net.")}
-    metadata = {"format": ZOO_FORMAT, "architecture": model.spec.name, "config": json.dumps(model.config.__dict__, default=list)}
+    tensors = {
+        k[len("net.") :]: v.detach().cpu().clone() for k, v in model.state_dict().items() if k.startswith("net.")
+    }
+    metadata = {
+        "format": ZOO_FORMAT,
+        "architecture": model.spec.name,
+        "config": json.dumps(model.config.__dict__, default=list),
+    }
     destination.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(fd)

@@ -140,9 +140,7 @@ def ggkm_bank(groups: int = 21, per_group: int = 4, step: float = 0.25) -> Gauss
     the tail mass is below :data:`TAIL_MASS`; the cascade keeps the untruncated composite, so
     cascade and direct paths differ by less than that mass.
     """
-    sigma = np.array(
-        [[step * (p + (q + 1) / per_group) for q in range(per_group)] for p in range(groups)]
-    )
+    sigma = np.array([[step * (p + (q + 1) / per_group) for q in range(per_group)] for p in range(groups)])
     steps: list[tuple[tuple[float, ...], ...]] = []
     profiles: list[tuple[float, ...]] = []
     sigmas: list[float] = []
@@ -165,9 +163,7 @@ def ggkm_bank(groups: int = 21, per_group: int = 4, step: float = 0.25) -> Gauss
             pad = (width - len(profiles[k])) // 2
             profiles[k] = tuple([0.0] * pad + list(profiles[k]) + [0.0] * pad)
     group_index = tuple(tuple(range(p * per_group, (p + 1) * per_group)) for p in range(groups))
-    return GaussianBank(
-        profiles=tuple(profiles), sigmas=tuple(sigmas), groups=group_index, steps=tuple(steps)
-    )
+    return GaussianBank(profiles=tuple(profiles), sigmas=tuple(sigmas), groups=group_index, steps=tuple(steps))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,9 +305,7 @@ def _fft_plan(bank: GaussianBank, x: torch.Tensor) -> tuple[int, int, torch.Tens
     return lh, lw, fh, fw, real
 
 
-def _fft_apply(
-    planes: torch.Tensor, spectra: torch.Tensor, lh: int, lw: int, h: int, w: int
-) -> torch.Tensor:
+def _fft_apply(planes: torch.Tensor, spectra: torch.Tensor, lh: int, lw: int, h: int, w: int) -> torch.Tensor:
     """planes: B x Lh x Lw/2+1 complex (one per input plane); spectra: B x M x Lh x Lw/2+1 real
     (or 1 x M x ...). Returns B x M x H x W: the inverse FFT of each product, cropped."""
     b, m = planes.shape[0], spectra.shape[1]
@@ -380,7 +374,11 @@ def gaussian_conv(
 
 
 def gaussian_group_mix(
-    x: torch.Tensor, bank: GaussianBank, alpha: torch.Tensor, method: ConvMethod = "auto", kernels: torch.Tensor | None = None
+    x: torch.Tensor,
+    bank: GaussianBank,
+    alpha: torch.Tensor,
+    method: ConvMethod = "auto",
+    kernels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """GGKM group responses: ``z[n, c, p] = sum_q alpha[n, p, q] (g_{p,q} (x) x[n, c])``.
 

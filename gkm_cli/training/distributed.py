@@ -37,10 +37,14 @@ def rank_device(info: RankInfo, device: str = "auto") -> torch.device:
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if device not in ("auto", "cuda"):
-        raise SettingError("device", f"{device!r}: under torchrun each process uses cuda:LOCAL_RANK or the CPU; use auto, cuda or cpu")
+        raise SettingError(
+            "device", f"{device!r}: under torchrun each process uses cuda:LOCAL_RANK or the CPU; use auto, cuda or cpu"
+        )
     local = info.local_rank or 0
     if torch.cuda.is_available() and local >= torch.cuda.device_count():
-        raise UsageError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA devices: lower --nproc-per-node")
+        raise UsageError(
+            f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA devices: lower --nproc-per-node"
+        )
     return resolve_device("cuda", local)
 
 
@@ -65,7 +69,9 @@ class DistSession:
         if self.device.type == "cuda" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None, find_unused_parameters=find_unused)
+        return DistributedDataParallel(
+            model, device_ids=ids, output_device=ids[0] if ids else None, find_unused_parameters=find_unused
+        )
 
 
 @contextmanager

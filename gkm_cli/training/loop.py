@@ -33,8 +33,8 @@ from gkm_cli.errors import GkmError, SettingError, SettingText, setting_ref
 from gkm_cli.fileio import atomic_write_bytes
 from gkm_cli.nets import GkmNetwork, create_model, model_config
 from gkm_cli.nets.checkpoint import card_path, load_weights, save_weights
-from gkm_cli.training import checkpointing as ck
 from gkm_cli.runtime import RankInfo, autocast, cuda_bf16_supported, host_info, precision_dtype
+from gkm_cli.training import checkpointing as ck
 from gkm_cli.training.config import TrainConfig, ema_decay_at, lr_at
 from gkm_cli.training.distributed import barrier, sum_across
 from gkm_cli.training.losses import RECIPES, loss_terms, recipe_for
@@ -86,7 +86,9 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     GPU supports it); None means fp32, no autocast."""
     if device.type != "cuda":
         if precision in ("bf16", "fp16"):
-            raise SettingError("precision", f"{precision} needs a GPU (mixed precision is GPU-only here); use fp32 or auto")
+            raise SettingError(
+                "precision", f"{precision} needs a GPU (mixed precision is GPU-only here); use fp32 or auto"
+            )
         return None
     if precision == "auto":
         return torch.bfloat16 if cuda_bf16_supported(device) else None
@@ -236,7 +238,9 @@ class Trainer:
             self.bad_total = int(st.info.get("bad_steps", 0))
             saved = TrainConfig.from_dict(st.info["config"])
             if saved.model != cfg.model or saved.model_overrides != cfg.model_overrides:
-                raise ck.CheckpointError(f"{state_path}: trained {saved.model} {dict(saved.model_overrides)}, not {cfg.model} {cfg.overrides()}")
+                raise ck.CheckpointError(
+                    f"{state_path}: trained {saved.model} {dict(saved.model_overrides)}, not {cfg.model} {cfg.overrides()}"
+                )
         elif state_path.exists():
             another = f"pass {setting_ref('resume')} to continue it or choose another {setting_ref('out')}"
             raise SettingError("resume", f"{self.out} already holds a training run; {another}", leading=False)
@@ -255,7 +259,9 @@ class Trainer:
             if cfg.val:
                 self.val_images = load_val_pairs(cfg.val, cfg.val_max_size, cfg.val_top_crop)
             elif self.data.holdout_photos and cfg.val_synth > 0:
-                self.val_images = synth_val_set(self.data.holdout_photos, cfg.val_synth, cfg.val_synth_size, self.data.synth_config, cfg.seed)
+                self.val_images = synth_val_set(
+                    self.data.holdout_photos, cfg.val_synth, cfg.val_synth_size, self.data.synth_config, cfg.seed
+                )
 
     def _loader(self) -> DataLoader:
         from gkm_cli.data import worker_init_fn
@@ -289,7 +295,11 @@ class Trainer:
             "hardware": host_info(self.device),
             "world_size": self.dist.world_size,
             "weights": "ema" if self.ema is not None else "raw",
-            "validation": {"last": self.last_val, "best_psnr": self.best_psnr, "images": [v.name for v in self.val_images]},
+            "validation": {
+                "last": self.last_val,
+                "best_psnr": self.best_psnr,
+                "images": [v.name for v in self.val_images],
+            },
         }
 
     def _save(self, step: int, wall: float) -> None:
@@ -302,12 +312,20 @@ class Trainer:
             "command": self.command,
             "world_size": self.dist.world_size,
         }
-        ck.save_state(self.out, step=step, model=self.model, optimizer=self.optimizer, ema=self.ema, scaler=self.scaler, info=info)
+        ck.save_state(
+            self.out, step=step, model=self.model, optimizer=self.optimizer, ema=self.ema, scaler=self.scaler, info=info
+        )
         save_weights(self.ema or self.model, self.out / ck.LAST_WEIGHTS, card=self._card(step, wall))
         ck.write_pointer(
             self.out,
-            {"step": step, "state": ck.STATE_FILE, "weights": ck.LAST_WEIGHTS, "best": ck.BEST_WEIGHTS if self.best_psnr is not None else None,
-             "best_psnr": self.best_psnr, "wall_s": round(wall, 1)},
+            {
+                "step": step,
+                "state": ck.STATE_FILE,
+                "weights": ck.LAST_WEIGHTS,
+                "best": ck.BEST_WEIGHTS if self.best_psnr is not None else None,
+                "best_psnr": self.best_psnr,
+                "wall_s": round(wall, 1),
+            },
         )
 
     def _save_rank_weights(self, step: int) -> None:
@@ -327,13 +345,18 @@ class Trainer:
             self._save_rank_weights(step)
         barrier(self.dist, self.device)
 
-    def _global_terms(self, terms: dict[str, torch.Tensor], stop: StopSignals, out_of_time: bool) -> tuple[dict[str, float], bool, bool]:
+    def _global_terms(
+        self, terms: dict[str, torch.Tensor], stop: StopSignals, out_of_time: bool
+    ) -> tuple[dict[str, float], bool, bool]:
         """Loss terms averaged over the ranks (the global batch's means), whether any rank has
         been asked to stop and whether any rank's time budget is spent (so all stop at the same
         step); one all-reduce per step, none for a single process."""
         if self.dist.world_size == 1:
             return {k: float(v.detach()) for k, v in terms.items()}, stop.requested, out_of_time
-        flags = [torch.tensor(float(stop.requested), device=self.device), torch.tensor(float(out_of_time), device=self.device)]
+        flags = [
+            torch.tensor(float(stop.requested), device=self.device),
+            torch.tensor(float(out_of_time), device=self.device),
+        ]
         local = torch.stack([v.detach().float() for v in terms.values()] + flags)
         total = sum_across(local.to(self.device), self.dist).cpu()
         vals = dict(zip(terms, (total[:-2] / self.dist.world_size).tolist()))
@@ -351,8 +374,14 @@ class Trainer:
         cfg = self.cfg
         self._build()
         term_names = list(RECIPES[self.recipe].terms)
-        term_names += [name for name, w in (("lpips", cfg.loss.lpips_weight), ("sharp", cfg.loss.sharp_weight)) if w > 0]
-        log = _Log(self.out / LOG_FILE, term_names, self.start_step if self.resume else None) if self.dist.is_main else None
+        term_names += [
+            name for name, w in (("lpips", cfg.loss.lpips_weight), ("sharp", cfg.loss.sharp_weight)) if w > 0
+        ]
+        log = (
+            _Log(self.out / LOG_FILE, term_names, self.start_step if self.resume else None)
+            if self.dist.is_main
+            else None
+        )
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         n_good = 0
@@ -378,7 +407,9 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     with autocast(self.device, self.amp):
                         out = self.net(blur, reconstruct=RECIPES[self.recipe].reconstruction)
-                    terms = loss_terms(out, sharp, blur, recipe=self.recipe, cfg=cfg.loss, step=step, coc=coc, lpips_net=self.lpips)
+                    terms = loss_terms(
+                        out, sharp, blur, recipe=self.recipe, cfg=cfg.loss, step=step, coc=coc, lpips_net=self.lpips
+                    )
                     total = terms["total"]
                     spent = self.max_seconds is not None and time.perf_counter() - t0 >= self.max_seconds
                     vals, stopping, timed_out = self._global_terms(terms, stop, spent)
@@ -387,7 +418,9 @@ class Trainer:
                     if ok:
                         self.scaler.scale(total).backward()
                         self.scaler.unscale_(self.optimizer)
-                        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad if cfg.clip_grad > 0 else math.inf)
+                        norm = torch.nn.utils.clip_grad_norm_(
+                            self.model.parameters(), cfg.clip_grad if cfg.clip_grad > 0 else math.inf
+                        )
                         ok = bool(torch.isfinite(norm)) or self.scaler.is_enabled()
                         if ok:
                             self.scaler.step(self.optimizer)
@@ -423,7 +456,12 @@ class Trainer:
                         row: dict[str, Any] | None = None
                         if step % cfg.log_every == 0 or step == cfg.steps or timed_out:
                             now = time.perf_counter()
-                            row = {"step": step, "lr": lr, "it_s": steps_in_int / max(now - t_int, 1e-9), "bad_steps": self.bad_total}
+                            row = {
+                                "step": step,
+                                "lr": lr,
+                                "it_s": steps_in_int / max(now - t_int, 1e-9),
+                                "bad_steps": self.bad_total,
+                            }
                             row.update({k: v / max(n_good, 1) for k, v in sums.items()})
                             sums, n_good, steps_in_int, t_int = {}, 0, 0, now
                         if self.val_images and (step % cfg.val_every == 0 or step == cfg.steps or timed_out):
@@ -433,7 +471,9 @@ class Trainer:
                             if self.best_psnr is None or self.last_val["psnr"] > self.best_psnr:
                                 self.best_psnr = self.last_val["psnr"]
                                 wall = self.wall_before + time.perf_counter() - t0
-                                save_weights(self.ema or self.model, self.out / ck.BEST_WEIGHTS, card=self._card(step, wall))
+                                save_weights(
+                                    self.ema or self.model, self.out / ck.BEST_WEIGHTS, card=self._card(step, wall)
+                                )
                             bar.note(
                                 f"step {step}: val PSNR {self.last_val['psnr']:.2f} dB (input {self.last_val['input_psnr']:.2f}, "
                                 f"gain {self.last_val['gain_psnr']:+.2f}), SSIM {self.last_val['ssim']:.4f}"
@@ -449,7 +489,9 @@ class Trainer:
                     saved = step % cfg.save_every == 0 or step == cfg.steps or timed_out
                     if saved:
                         self._checkpoint(step, self.wall_before + time.perf_counter() - t0)
-                    stopping = stopping or (self.dist.world_size == 1 and stop.requested)  # ranks agree via _global_terms
+                    stopping = stopping or (
+                        self.dist.world_size == 1 and stop.requested
+                    )  # ranks agree via _global_terms
                     if stopping and step < cfg.steps:
                         if not saved:
                             self._checkpoint(step, self.wall_before + time.perf_counter() - t0)
@@ -462,17 +504,31 @@ class Trainer:
                         )
                     if timed_out:  # validated and saved above: a clean end, resumable like any other
                         budget = f"{setting_ref('max_minutes')} {(self.max_seconds or 0) / 60:g}"
-                        bar.note(SettingText(f"step {step}: {budget} spent; stopped with a checkpoint (continue with {setting_ref('resume')})"))
+                        bar.note(
+                            SettingText(
+                                f"step {step}: {budget} spent; stopped with a checkpoint (continue with {setting_ref('resume')})"
+                            )
+                        )
                         break
         except KeyboardInterrupt:
             if self.dist.is_main and clean and step > self.start_step:
                 self._save(step, self.wall_before + time.perf_counter() - t0)
             saved_msg = "state saved" if clean and step > self.start_step else "last periodic save kept"
             resume = setting_ref("resume")
-            raise TrainingInterrupted(SettingText(f"interrupted at step {step}; {saved_msg} in {self.out}, continue with {resume}")) from None
+            raise TrainingInterrupted(
+                SettingText(f"interrupted at step {step}; {saved_msg} in {self.out}, continue with {resume}")
+            ) from None
         wall = self.wall_before + time.perf_counter() - t0
-        return TrainResult(self.out, step, wall, self.last_val, self.best_psnr, self.bad_total, last_terms,
-                           "max-minutes" if timed_out else None)
+        return TrainResult(
+            self.out,
+            step,
+            wall,
+            self.last_val,
+            self.best_psnr,
+            self.bad_total,
+            last_terms,
+            "max-minutes" if timed_out else None,
+        )
 
 
 def _fmt_row(row: dict[str, Any]) -> str:
@@ -499,12 +555,25 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._p = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                console=self.console, transient=False,
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=self.console,
+                transient=False,
             )
             self._p.__enter__()
             self._task = self._p.add_task("train", total=self.total, completed=self.start, rate="", info="")

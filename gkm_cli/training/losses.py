@@ -45,21 +45,23 @@ from gkm_cli.ops.pyramid import build_pyramid
 from gkm_cli.training.config import LossConfig
 
 __all__ = [
+    "RECIPES",
+    "Recipe",
     "fft_l1",
     "gaussian_taps",
     "loss_terms",
     "lpips_term",
-    "sharp_term",
     "paper_scale_weights",
-    "RECIPES",
-    "Recipe",
     "recipe_for",
+    "sharp_term",
     "ssim_loss",
     "ssim_map_mean",
 ]
 
 
-def gaussian_taps(size: int, sigma: float, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gaussian_taps(
+    size: int, sigma: float, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Normalised 1-D Gaussian profile of ``size`` taps (odd), ``sigma`` in pixels."""
     x = torch.arange(size, device=device, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x * x) / (2 * sigma * sigma))

@@ -40,7 +40,9 @@ class EpochDataset(Protocol):
 def rank_share(batch: int, dist: RankInfo) -> int:
     """Samples per rank and step for the global ``batch``; it must split evenly."""
     if batch % dist.world_size:
-        raise UsageError(f"--batch {batch} is the global batch and must be a multiple of the {dist.world_size} processes")
+        raise UsageError(
+            f"--batch {batch} is the global batch and must be a multiple of the {dist.world_size} processes"
+        )
     return batch // dist.world_size
 
 
@@ -74,7 +76,9 @@ class KeyedMixDataset(Dataset[dict[str, torch.Tensor]]):
     batch mixing sources still collates. It changes no draw: the batches are the same.
     """
 
-    def __init__(self, sources: Sequence[EpochDataset], weights: Sequence[float], seed: int, *, with_coc: bool = False) -> None:
+    def __init__(
+        self, sources: Sequence[EpochDataset], weights: Sequence[float], seed: int, *, with_coc: bool = False
+    ) -> None:
         if not sources or len(sources) != len(weights) or sum(weights) <= 0:
             raise DataError("need at least one data source with a positive weight")
         self.sources = list(sources)
@@ -150,8 +154,14 @@ def build_train_data(cfg: TrainConfig) -> TrainData:
             raise DataError(f"no training photos left after holding out {cfg.synth_holdout:.0%}")
         synth_cfg = synth_config_of(cfg)
         sources.append(
-            SynthPatchDataset(train, patch=cfg.patch, synth_config=synth_cfg, length=cfg.synth_length, seed=cfg.seed,
-                              return_coc=needs_coc)
+            SynthPatchDataset(
+                train,
+                patch=cfg.patch,
+                synth_config=synth_cfg,
+                length=cfg.synth_length,
+                seed=cfg.seed,
+                return_coc=needs_coc,
+            )
         )
         weights.append(1.0 - cfg.real_fraction if cfg.data else 1.0)
         desc["synthetic"] = {

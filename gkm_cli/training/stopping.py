@@ -24,7 +24,9 @@ class StopSignals:
     worker thread) it does nothing and signals keep their usual effect.
     """
 
-    def __init__(self, signals: tuple[signal.Signals, ...] = DEFAULT_SIGNALS, *, escalate: bool = True, enabled: bool = True) -> None:
+    def __init__(
+        self, signals: tuple[signal.Signals, ...] = DEFAULT_SIGNALS, *, escalate: bool = True, enabled: bool = True
+    ) -> None:
         self.signals = signals
         self.escalate = escalate
         self.enabled = enabled

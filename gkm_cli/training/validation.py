@@ -49,13 +49,23 @@ def load_val_pairs(roots: Sequence[str | Path], max_size: int, top_crop: int | N
 
     out: list[ValImage] = []
     for root in roots:
-        crop = top_crop if top_crop is not None else (REAL_DEV_TOP_CROP if "real_pairs_dev" in Path(root).resolve().parts else 0)
+        crop = (
+            top_crop
+            if top_crop is not None
+            else (REAL_DEV_TOP_CROP if "real_pairs_dev" in Path(root).resolve().parts else 0)
+        )
         for pair in list_pairs(root):
             b, s = as_rgb(to_float(read_native(pair.blur))), as_rgb(to_float(read_native(pair.sharp)))
             if b.shape != s.shape:
                 raise DataError(f"validation pair {pair.name}: sizes differ ({b.shape} vs {s.shape})")
             b, s = b[crop:], s[crop:]
-            out.append(ValImage(f"{Path(root).name}/{pair.name}", _tensor(_center_crop(b, max_size)), _tensor(_center_crop(s, max_size))))
+            out.append(
+                ValImage(
+                    f"{Path(root).name}/{pair.name}",
+                    _tensor(_center_crop(b, max_size)),
+                    _tensor(_center_crop(s, max_size)),
+                )
+            )
     if not out:
         raise DataError(f"no validation pairs in {', '.join(map(str, roots))}")
     return out
@@ -65,7 +75,9 @@ def synth_val_set(photos: Sequence[Path], n: int, size: int, synth_config: Any, 
     """``n`` fixed synthetic patches of ``size`` px from held-out photos (and dead leaves)."""
     from gkm_cli.data import SynthPatchDataset
 
-    ds = SynthPatchDataset(list(photos), patch=size, synth_config=synth_config, length=n, seed=seed + 7919, augment=False)
+    ds = SynthPatchDataset(
+        list(photos), patch=size, synth_config=synth_config, length=n, seed=seed + 7919, augment=False
+    )
     ds.set_epoch(0)
     out = []
     for i in range(n):

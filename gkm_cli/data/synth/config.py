@@ -56,7 +56,11 @@ class SynthConfig:
     focus_on_content_prob: float = 0.7
     """Focus at the depth of a random pixel (else anywhere around the scene's depth range)."""
     aperture_probs: tuple[tuple[str, float], ...] = (
-        ("disk", 0.4), ("polygon", 0.25), ("mix", 0.15), ("gengauss", 0.1), ("gaussian", 0.1),
+        ("disk", 0.4),
+        ("polygon", 0.25),
+        ("mix", 0.15),
+        ("gengauss", 0.1),
+        ("gaussian", 0.1),
     )
     blades: tuple[int, int] = (5, 9)
     ring: tuple[float, float] = (-0.3, 0.5)
@@ -85,8 +89,14 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if not (0 < self.max_radius <= 64) or not (0 <= self.min_peak_radius <= self.max_radius):
             raise UsageError(f"need 0 <= min_peak_radius <= max_radius <= 64, got {self}")
-        for name in ("in_focus_prob", "focus_on_content_prob", "noise_prob", "jpeg_prob",
-                     "dead_leaves_fraction", "dead_leaves_own_depth_prob"):
+        for name in (
+            "in_focus_prob",
+            "focus_on_content_prob",
+            "noise_prob",
+            "jpeg_prob",
+            "dead_leaves_fraction",
+            "dead_leaves_own_depth_prob",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UsageError(f"SynthConfig.{name} must be in [0, 1]")
         for kind, p in self.aperture_probs:

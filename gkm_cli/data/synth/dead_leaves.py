@@ -11,8 +11,14 @@ _F32 = np.float32
 
 
 def _textured_disc(
-    img: np.ndarray, cx: float, cy: float, r: float, colour: np.ndarray, rng: np.random.Generator,
-    xx: np.ndarray, yy: np.ndarray,
+    img: np.ndarray,
+    cx: float,
+    cy: float,
+    r: float,
+    colour: np.ndarray,
+    rng: np.random.Generator,
+    xx: np.ndarray,
+    yy: np.ndarray,
 ) -> None:
     """Blend an anti-aliased disc carrying a grating, fine noise or shading into ``img`` in place."""
     h, w = img.shape[:2]
@@ -50,8 +56,16 @@ def _random_colours(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def dead_leaves(
-    h: int, w: int, rng: np.random.Generator, *, r_min: float = 2.0, r_max: float | None = None,
-    exponent: float = 3.0, coverage: float = 3.0, texture_prob: float = 0.3, max_discs: int = 4000,
+    h: int,
+    w: int,
+    rng: np.random.Generator,
+    *,
+    r_min: float = 2.0,
+    r_max: float | None = None,
+    exponent: float = 3.0,
+    coverage: float = 3.0,
+    texture_prob: float = 0.3,
+    max_discs: int = 4000,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Procedural dead-leaves image: H x W x 3 sRGB float32 and its inverse depth (H x W, [0,1]).
 

@@ -43,7 +43,10 @@ def _random_shape(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def random_inv_depth(
-    h: int, w: int, rng: np.random.Generator, kind: str | None = None,
+    h: int,
+    w: int,
+    rng: np.random.Generator,
+    kind: str | None = None,
     config: SynthConfig | None = None,
 ) -> tuple[np.ndarray, str]:
     """A random inverse-depth map in [0,1] (1 = nearest) and its kind.

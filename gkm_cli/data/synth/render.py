@@ -23,9 +23,7 @@ def srgb_to_linear(x: np.ndarray) -> np.ndarray:
 def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     """sRGB transfer curve: linear light [0,1] -> sRGB [0,1] (float32, clipped)."""
     x = np.clip(np.asarray(x, dtype=_F32), 0.0, 1.0)
-    return np.where(
-        x <= 0.0031308, x * _F32(12.92), _F32(1.055) * x ** _F32(1.0 / 2.4) - _F32(0.055)
-    ).astype(_F32)
+    return np.where(x <= 0.0031308, x * _F32(12.92), _F32(1.055) * x ** _F32(1.0 / 2.4) - _F32(0.055)).astype(_F32)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

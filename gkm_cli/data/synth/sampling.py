@@ -67,8 +67,13 @@ def apply_params(sharp: np.ndarray, inv_depth: np.ndarray, params: SynthParams, 
     """Render one sample from drawn ``params`` (deterministic: noise uses ``params.noise_seed``)."""
     img = np.clip(as_rgb(sharp), 0.0, 1.0)
     blurred, coc = render_defocus(
-        img, inv_depth, params.lens, max_radius=config.max_radius, min_step=config.layer_min_step,
-        rel_step=config.layer_rel_step, linear_light=config.linear_light,
+        img,
+        inv_depth,
+        params.lens,
+        max_radius=config.max_radius,
+        min_step=config.layer_min_step,
+        rel_step=config.layer_rel_step,
+        linear_light=config.linear_light,
     )
     noise_rng = np.random.default_rng(params.noise_seed)
     blurred = add_noise(blurred, params.shot_noise, params.read_noise, noise_rng)
