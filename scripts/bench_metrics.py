@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             if i > 0:
                 times[name].append(time.perf_counter() - t0)
     print(
-        f"{args.pairs} pairs of {args.width}x{args.height} on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}"
+        f"{args.pairs} pairs of {args.width}x{args.height} on {device} ({torch.get_num_threads()} threads), torch "
+        f"{torch.__version__}"
     )
     per = {k: sum(v) / len(v) for k, v in times.items()}
     for k, v in per.items():

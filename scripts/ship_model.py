@@ -27,7 +27,9 @@ from gkm_cli.fileio import atomic_write_bytes, file_sha256  # noqa: E402
 from gkm_cli.nets.checkpoint import card_path, load_weights  # noqa: E402
 
 EVAL_SETS = {
-    "real_dev": "../shared/data/real_pairs_dev (8 real DPDD pairs from GIF previews, 840x560, label rows 0-71 excluded)",
+    "real_dev": (
+        "../shared/data/real_pairs_dev (8 real DPDD pairs from GIF previews, 840x560, label rows 0-71 excluded)"
+    ),
     "val_synth": "fixed synthetic set: 24 pairs of 256x256 from the 6 held-out photos (scripts/train_shipped.sh)",
 }
 

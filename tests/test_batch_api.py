@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from gkm_cli.api import BatchSummary, Record, run_batch
@@ -16,23 +15,9 @@ from gkm_cli.cli import app
 from gkm_cli.engine.manifest import MANIFEST_NAME
 from gkm_cli.errors import SettingError
 from gkm_cli.images import Image, write_image
-from gkm_cli.nets import TINY_OVERRIDES, create_model
-from gkm_cli.nets.checkpoint import save_weights
 
 #: Fields that measure time, not what was done.
 TIMINGS = {"seconds", "megapixels_per_s"}
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("ggkmnet", **TINY_OVERRIDES["ggkmnet"])
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))  # not the identity the untrained net starts as
-    path = tmp_path_factory.mktemp("weights") / "tiny_ggkmnet.safetensors"
-    save_weights(model, path)
-    return path
 
 
 @pytest.fixture()

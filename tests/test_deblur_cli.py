@@ -387,7 +387,7 @@ def test_torchrun_two_cpu_ranks_split_the_folder(photos, weights, tmp_path):
     per_image = [r for r in records if not r.get("summary")]
     assert sorted(s["rank"] for s in summaries) == [0, 1] and {s["world_size"] for s in summaries} == {2}
     inputs = [Path(r["input"]).relative_to(photos).as_posix() for r in per_image]
-    assert sorted(inputs) == sorted(GOOD + ["broken.png"])  # no duplicate, none missing
+    assert sorted(inputs) == sorted([*GOOD, "broken.png"])  # no duplicate, none missing
     files = [p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_NAME]  # the resume records stay
     assert sorted(p.relative_to(out).as_posix() for p in files) == sorted(GOOD)
     (world,) = [r for r in records if r.get("scope") == "world"]  # rank 0 alone reports the whole run

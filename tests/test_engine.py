@@ -364,7 +364,8 @@ def test_cpu_allocator_failure_also_halves_the_tile():
     def limited(y, context=None, **kw):
         if y.shape[-1] * y.shape[-2] > 96 * 96:
             raise RuntimeError(
-                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                "allocate 1 bytes"
             )
         return forward(y, context, **kw)
 

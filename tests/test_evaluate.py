@@ -352,12 +352,12 @@ def test_cli_json_on_stdout_and_warnings_on_stderr(dataset: dict[str, Any], tmp_
 def test_cli_table_and_exit_codes(dataset: dict[str, Any], tmp_path: Path) -> None:
     app, run = _app(), CliRunner().invoke
     base = ["evaluate", str(dataset["pred"]), str(dataset["gt"]), "--metrics", "psnr,mae", "--device", "cpu"]
-    res = run(app, base + ["--input-dir", str(dataset["inp"])])
+    res = run(app, [*base, "--input-dir", str(dataset["inp"])])
     assert res.exit_code == 0 and "mean of per-image values" in res.stdout and "gain" in res.stdout
-    assert run(app, base + ["--strict"]).exit_code == 1
-    assert run(app, base + ["--protocol", "nope"]).exit_code == 2
-    assert run(app, base + ["--report", str(tmp_path / "r.txt")]).exit_code == 2
-    assert run(app, base + ["--bit-depth", "12"]).exit_code == 2
+    assert run(app, [*base, "--strict"]).exit_code == 1
+    assert run(app, [*base, "--protocol", "nope"]).exit_code == 2
+    assert run(app, [*base, "--report", str(tmp_path / "r.txt")]).exit_code == 2
+    assert run(app, [*base, "--bit-depth", "12"]).exit_code == 2
     assert run(app, ["evaluate", str(tmp_path / "missing"), str(dataset["gt"])]).exit_code == 2
 
     # nothing scorable: only a mismatched and a corrupt prediction
@@ -375,7 +375,8 @@ def test_cli_table_and_exit_codes(dataset: dict[str, Any], tmp_path: Path) -> No
 @pytest.mark.skipif(not (REAL / "blur").is_dir(), reason="shared/data/real_pairs_dev not present")
 def test_real_dev_pairs_reproduce_published_psnr() -> None:
     """pairs.csv lists PSNR on rows 72+ computed independently when the data was prepared."""
-    want = {r["stem"]: r for r in csv.DictReader(open(REAL / "pairs.csv"))}
+    with open(REAL / "pairs.csv", newline="") as fh:
+        want = {r["stem"]: r for r in csv.DictReader(fh)}
     proto = get_protocol("default").with_overrides(crop_top=72)
     rep = evaluate_folders(
         REAL / "dpdnet_output",

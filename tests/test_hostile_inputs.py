@@ -21,6 +21,7 @@ from gkm_cli.images import Image, decode_image, read_image, write_image
 from gkm_cli.nets import TINY_OVERRIDES, create_model
 from gkm_cli.nets.checkpoint import load_weights, save_weights
 from gkm_cli.nets.registry import CONFIG_BOUNDS, config_class, list_models
+from helpers import gkm, tiny_checkpoint
 
 # ---- crafted files ---------------------------------------------------------------------------
 
@@ -258,7 +259,6 @@ from typer.testing import CliRunner  # noqa: E402
 
 from gkm_cli.cli import app  # noqa: E402
 from gkm_cli.engine.manifest import MANIFEST_NAME  # noqa: E402
-from helpers import gkm, tiny_checkpoint
 
 runner = CliRunner()
 
@@ -476,8 +476,8 @@ def test_stdout_full_or_closed_is_one_line_and_exit_1(tmp_path, weights):
     assert r.returncode == 1 and len(err.strip().splitlines()) == 1 and "broken pipe" in err, err
     # A reader that stops after 10 bytes (`| head -c 10`) loses the rest: not reported as written.
     with open(src, "rb") as fin:
-        proc = subprocess.Popen([sys.executable, "-m", "gkm_cli", "deblur", "-", "-o", "-", "--weights", str(weights), "-q"],
-                                stdin=fin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        command = [sys.executable, "-m", "gkm_cli", "deblur", "-", "-o", "-", "--weights", str(weights), "-q"]
+        proc = subprocess.Popen(command, stdin=fin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert len(proc.stdout.read(10)) == 10
         proc.stdout.close()
         err = proc.stderr.read().decode()

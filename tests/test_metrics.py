@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +272,7 @@ def test_dpdd8_protocol_keeps_prediction_precision_and_quantises_gt() -> None:
 def test_prepare_y_channel_and_native_rounding() -> None:
     x = torch.rand(1, 3, 20, 20, dtype=torch.float64)
     proto = get_protocol("default").with_overrides(y_channel=True, crop_border=2, round_prediction=True)
-    p_m, g_m, p_rgb, g_rgb = prepare(x, x, proto, gt_bits=16)
+    p_m, _g_m, p_rgb, g_rgb = prepare(x, x, proto, gt_bits=16)
     assert p_m.shape == (1, 1, 16, 16) and p_rgb.shape == (1, 3, 16, 16)
     assert torch.equal(p_rgb, quantise(x, 16)[..., 2:-2, 2:-2])
     assert g_rgb.shape == p_rgb.shape
@@ -305,7 +306,7 @@ def test_lpips_properties(net: torch.nn.Module) -> None:
     d_yx = float(lpips(y, x, net=net)[0])
     assert d_xy == pytest.approx(d_yx, abs=1e-6)
     values = [float(lpips(*check_pair(96, s), net=net)[0]) for s in (0.5, 1.0, 2.0, 4.0)]
-    assert all(a < b for a, b in zip(values, values[1:])), values
+    assert all(a < b for a, b in itertools.pairwise(values)), values
     # batched = per image; inputs already in [-1,1] give the same as [0,1] mapped
     batch = lpips(torch.cat([x, x]), torch.cat([y, x]), net=net)
     assert batch.shape == (2,) and float(batch[0]) == pytest.approx(d_xy, abs=1e-6)

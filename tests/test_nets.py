@@ -1,5 +1,7 @@
 """The network family: shapes, gradients, parameter counts, context and tiling hooks."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -120,7 +122,7 @@ def test_checkpoint_round_trip(tmp_path, name):
 def test_load_rejects_non_checkpoints(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelError, match="bad.safetensors"):
+    with pytest.raises(ModelError, match=r"bad\.safetensors"):
         load_weights(bad)
     with pytest.raises(ModelError, match="not found"):
         load_weights(tmp_path / "missing.safetensors")
@@ -136,7 +138,7 @@ def test_delta_kernel_of_the_network_bank_passes_the_image_through(name):
     assert bank.shape == (1, 3, m.bank.num_kernels + 1, 40, 52)
     torch.testing.assert_close(bank[:, :, 0], x, rtol=0, atol=0)
     change = [float((bank[:, :, k] - x).abs().mean()) for k in range(1, bank.shape[2])]
-    assert change[1] > 1e-2 and all(a < b for a, b in zip(change, change[1:]))
+    assert change[1] > 1e-2 and all(a < b for a, b in itertools.pairwise(change))
 
 
 def test_model_facts_live_in_the_spec():

@@ -64,10 +64,10 @@ def test_deblur_image_keeps_the_input_at_zero(weights):
 
 @pytest.mark.parametrize("bad", [-0.01, 1.01, float("nan"), 2.0])
 def test_api_refuses_strength_outside_0_1(weights, bad):
-    with pytest.raises(UsageError, match="^strength must be in"):  # the library names the setting, not the flag
+    with pytest.raises(UsageError, match=r"^strength must be in"):  # the library names the setting, not the flag
         Deblurrer.from_model(load_weights(weights), device="cpu", strength=bad)
     d = Deblurrer.from_model(load_weights(weights), device="cpu")
-    with pytest.raises(UsageError, match="^strength must be in"):
+    with pytest.raises(UsageError, match=r"^strength must be in"):
         d.deblur(np.zeros((16, 16, 3), np.uint8), strength=bad)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import replace
@@ -73,7 +74,7 @@ def test_psf_kernels_are_normalised_nonnegative_and_grow(aperture: Aperture) -> 
         y, x = np.mgrid[-c : c + 1, -c : c + 1]
         spreads.append(float(np.sum(k * (x**2 + y**2))))
     assert psf_kernel(0.0, aperture).shape == (1, 1)
-    assert all(b > a for a, b in zip(spreads[1:], spreads[2:]))
+    assert all(b > a for a, b in itertools.pairwise(spreads[1:]))
     # Second moment of a disk of radius r is r^2 / 2: every kind stays near it (ring aside).
     if aperture.ring == 0:
         assert 0.75 < spreads[-2] / (12.0**2 / 2) < 1.3
@@ -137,8 +138,8 @@ def test_blur_grows_with_distance_from_focus(aperture: Aperture) -> None:
         psnrs.append(psnr(out, img))
         radii.append(float(coc.mean()))
     assert radii == sorted(radii) and radii[0] == 0 and radii[-1] == 12.0  # clipped at max_radius
-    assert all(b < a for a, b in zip(energies, energies[1:-1]))
-    assert all(b < a for a, b in zip(psnrs, psnrs[1:-1]))
+    assert all(b < a for a, b in itertools.pairwise(energies[:-1]))
+    assert all(b < a for a, b in itertools.pairwise(psnrs[:-1]))
     assert energies[-1] <= energies[-2] * 1.001  # beyond max_radius nothing changes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -492,6 +493,6 @@ def test_ema_decay_warms_up_and_caps() -> None:
 
     decays = [ema_decay_at(s, 0.999) for s in range(20000)]
     assert decays[0] == pytest.approx(0.1) and max(decays) == 0.999 and decays[-1] == 0.999
-    assert all(a <= b for a, b in zip(decays, decays[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(decays))
     # the weight left on the initial state after 1500 steps is negligible, unlike a plain 0.999 average
     assert math.prod(decays[:1500]) < 1e-3 < 0.999**1500

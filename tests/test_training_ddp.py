@@ -454,7 +454,8 @@ def test_plotter_draws_at_validations(tmp_path: Path) -> None:
     run.mkdir()
     rows = ["step,lr,it_s,bad_steps,total,mse,fft,ssim,recon,val_psnr,val_ssim,wall_s"]
     rows += [
-        f"{s},1e-4,2,0,{1 / s},{0.5 / s},{0.2 / s},{0.3 / s},{0.1 / s},{'' if s % 5 else 20 + s / 10},{'' if s % 5 else 0.8},{s}"
+        f"{s},1e-4,2,0,{1 / s},{0.5 / s},{0.2 / s},{0.3 / s},{0.1 / s},"
+        f"{'' if s % 5 else 20 + s / 10},{'' if s % 5 else 0.8},{s}"
         for s in range(1, 21)
     ]
     (run / "log.csv").write_text("\n".join(rows) + "\n")

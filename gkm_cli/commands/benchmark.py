@@ -51,9 +51,7 @@ def benchmark(
     runs: Annotated[int, typer.Option(min=1, help="Timed runs per configuration.")] = 5,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed runs first.")] = 1,
     threads: Annotated[int | None, typer.Option(min=1, help="torch intra-op threads (default: PyTorch's).")] = None,
-    weights: Annotated[
-        Path | None, typer.Option(help="Time these weights instead of a random initialisation.")
-    ] = None,
+    weights: Annotated[Path | None, typer.Option(help="Time these weights instead of a random initialisation.")] = None,
     compare_reference: Annotated[
         bool,
         typer.Option(
@@ -73,7 +71,8 @@ def benchmark(
         bool,
         typer.Option(
             "--sweep",
-            help="Sizes 256x256, 512x512, 1280x720, 1920x1080 (added to any --size); the table's ns/px and 'x best' columns show the per-pixel cost, so super-linear paths stand out.",
+            help="Sizes 256x256, 512x512, 1280x720, 1920x1080 (added to any --size); the table's ns/px and 'x best' "
+            "columns show the per-pixel cost, so super-linear paths stand out.",
         ),
     ] = False,
     as_json: Annotated[
@@ -175,8 +174,8 @@ def _print_table(doc: dict, console: Console) -> None:
         "mod. = conv/linear modules only; paper = thop/2 over modules, as the papers print them "
         "(their number in brackets). Peak MiB: CUDA max allocated, or growth of the process peak RSS "
         "on the CPU. ns/px: median latency per pixel; x best: over the same model's cheapest size in this run. "
-        "ref. s / speed-up: the reference path (direct 2-D bank, unfused), median of --reference-runs runs (default 1), "
-        "interleaved with the first fast runs.[/]"
+        "ref. s / speed-up: the reference path (direct 2-D bank, unfused), median of --reference-runs runs "
+        "(default 1), interleaved with the first fast runs.[/]"
     )
 
 

@@ -163,7 +163,8 @@ Output = Annotated[
     typer.Option(
         "--output",
         "-o",
-        help="Output folder (input tree mirrored below it), a file for one input, or '-' for stdout. Default: beside each input.",
+        help="Output folder (input tree mirrored below it), a file for one input, or '-' for stdout. Default: beside "
+        "each input.",
     ),
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Architecture (default ggkmnet); see `gkm models`.")]

@@ -213,8 +213,8 @@ def evaluate(
         protocol, bit_depth, round_, crop_border, crop_top, y_channel, ssim_window, data_range
     )
     request = EvaluateRequest(
-        pred_dir, gt_dir, input_dir, metrics, protocol_options, tuple(report or ()), as_json, device, lpips_weights, strict,
-        model_run, max_pixels,
+        pred_dir, gt_dir, input_dir, metrics, protocol_options, tuple(report or ()), as_json, device,
+        lpips_weights, strict, model_run, max_pixels,
     )  # fmt: skip
     code = _run(request, Console(stderr=True, highlight=False, soft_wrap=True, emoji=False))
     if code:

@@ -34,20 +34,23 @@ def import_weights(
         typer.Option(
             "--licence",
             "--license",
-            help="The weights' licence as you know it (recorded in the card, not checked), e.g. 'MIT' or 'academic, non-commercial'.",
+            help="The weights' licence as you know it (recorded in the card, not checked), e.g. 'MIT' or 'academic, "
+            "non-commercial'.",
         ),
     ],
     variant: Annotated[
         str | None,
         typer.Option(
-            help="Authors' GKMNet checkpoints: gkmnet (csZcWu/GKMNet, the released DPDD weights) or gkmnet_updating (csZcWu/GKMNet_updating). Their keys are identical, so gkm cannot tell them apart (default gkmnet)."
+            help="Authors' GKMNet checkpoints: gkmnet (csZcWu/GKMNet, the released DPDD weights) or gkmnet_updating "
+            "(csZcWu/GKMNet_updating). Their keys are identical, so gkm cannot tell them apart (default gkmnet)."
         ),
     ] = None,
     batch_norm: Annotated[
         str,
         typer.Option(
             "--batch-norm",
-            help="Authors' GKMNet: 'image' normalises each BatchNorm with the image's own statistics, as their test script did (it never calls eval()); 'running' uses the stored running statistics.",
+            help="Authors' GKMNet: 'image' normalises each BatchNorm with the image's own statistics, as their test "
+            "script did (it never calls eval()); 'running' uses the stored running statistics.",
         ),
     ] = "image",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,

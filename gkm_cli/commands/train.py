@@ -71,7 +71,8 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--init",
-                help="Start from these weights (fine-tune a .safetensors of the same architecture); the optimizer and lr schedule start fresh.",
+                help="Start from these weights (fine-tune a .safetensors of the same architecture); the optimizer "
+                "and lr schedule start fresh.",
             ),
         ] = None,
         tiny: Annotated[
@@ -93,12 +94,8 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         synth_holdout: Annotated[
             float | None, typer.Option(help="Share of sharp photos held out for validation [0.15].")
         ] = None,
-        synth_max_radius: Annotated[
-            float | None, typer.Option(help="Largest synthetic CoC radius, px [12].")
-        ] = None,
-        synth_in_focus: Annotated[
-            float | None, typer.Option(help="Share of in-focus synthetic samples [0.2].")
-        ] = None,
+        synth_max_radius: Annotated[float | None, typer.Option(help="Largest synthetic CoC radius, px [12].")] = None,
+        synth_in_focus: Annotated[float | None, typer.Option(help="Share of in-focus synthetic samples [0.2].")] = None,
         synth_dead_leaves: Annotated[float | None, typer.Option(help="Share of dead-leaves samples [0.3].")] = None,
         real_fraction: Annotated[
             float | None, typer.Option(help="Share of real pairs when --data and --synth-from are both given [0.5].")
@@ -129,12 +126,8 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         ] = None,
         patch: Annotated[int | None, typer.Option(help="Training patch size, px, multiple of 16 [256].")] = None,
         lr: Annotated[float | None, typer.Option(help="Adam learning rate [1e-4].")] = None,
-        lr_halve_start: Annotated[
-            int | None, typer.Option(help="Step of the first lr decay [40% of --steps].")
-        ] = None,
-        lr_halve_every: Annotated[
-            int | None, typer.Option(help="Steps between later decays [20% of --steps].")
-        ] = None,
+        lr_halve_start: Annotated[int | None, typer.Option(help="Step of the first lr decay [40% of --steps].")] = None,
+        lr_halve_every: Annotated[int | None, typer.Option(help="Steps between later decays [20% of --steps].")] = None,
         lr_factor: Annotated[float | None, typer.Option(help="Decay factor [0.5].")] = None,
         clip_grad: Annotated[float | None, typer.Option(help="Max global gradient norm, 0 = off [1.0].")] = None,
         ema: Annotated[
@@ -151,9 +144,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         ] = "auto",
         save_every: Annotated[int | None, typer.Option(help="Save state + weights every N steps [500].")] = None,
         log_every: Annotated[int | None, typer.Option(help="Log row every N steps [10].")] = None,
-        max_bad_steps: Annotated[
-            int | None, typer.Option(help="Stop after N consecutive NaN/Inf steps [10].")
-        ] = None,
+        max_bad_steps: Annotated[int | None, typer.Option(help="Stop after N consecutive NaN/Inf steps [10].")] = None,
         loss: Annotated[
             str | None, typer.Option("--loss", help="Loss recipe auto|ggkmnet|gkmanet|gkmnet [auto: by model].")
         ] = None,
@@ -165,9 +156,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         scale_weights: Annotated[
             str | None, typer.Option(help="Per-scale weights coarse->fine, e.g. 0.25,0.5,1 [paper: 1,0.5,0.25].")
         ] = None,
-        fft_norm: Annotated[
-            str | None, typer.Option(help="FFT normalisation ortho|backward|forward [ortho].")
-        ] = None,
+        fft_norm: Annotated[str | None, typer.Option(help="FFT normalisation ortho|backward|forward [ortho].")] = None,
         ssim_phase_start: Annotated[
             int | None, typer.Option(help="GKMNet recipe: first step of SSIM phases [87500].")
         ] = None,
@@ -181,7 +170,8 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         sharp_weight: Annotated[
             float | None,
             typer.Option(
-                help="Do no harm: weight of L1(output, input) on pixels whose synthetic CoC radius < --sharp-radius, 0 = off [0]."
+                help="Do no harm: weight of L1(output, input) on pixels whose synthetic CoC radius < --sharp-radius, "
+                "0 = off [0]."
             ),
         ] = None,
         sharp_radius: Annotated[
@@ -191,7 +181,8 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
         max_minutes: Annotated[
             float | None,
             typer.Option(
-                help="Stop after this many minutes of training (this invocation; setup excluded): validate, save, exit 0; --resume continues."
+                help="Stop after this many minutes of training (this invocation; setup excluded): validate, save, "
+                "exit 0; --resume continues."
             ),
         ] = None,
         plot: Annotated[
@@ -205,7 +196,8 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--save-all-ranks",
-                help="Debug: under torchrun every rank also writes its raw weights to OUT/ranks/rank{R}.safetensors at each save.",
+                help="Debug: under torchrun every rank also writes its raw weights to OUT/ranks/rank{R}.safetensors "
+                "at each save.",
             ),
         ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout at the end.")] = False,
@@ -292,7 +284,8 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
                 changed = [k for k in fixed if given.get(k) is not None and given[k] != getattr(base, k)]
                 if changed:
                     raise UsageError(
-                        f"--resume cannot change {', '.join(changed)} (saved run has {', '.join(f'{k}={getattr(base, k)}' for k in changed)})"
+                        f"--resume cannot change {', '.join(changed)} (saved run has "
+                        f"{', '.join(f'{k}={getattr(base, k)}' for k in changed)})"
                     )
             cfg = config_from_options(given, base)
             if dist_env is None:
@@ -340,7 +333,10 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
                 if result.stopped:
                     msg += f" (stopped by --{result.stopped} before step {cfg.steps})"
                 if last_val:
-                    msg += f"; val PSNR {last_val['psnr']:.2f} dB (input {last_val['input_psnr']:.2f}), best {result.best_psnr:.2f}"
+                    msg += (
+                        f"; val PSNR {last_val['psnr']:.2f} dB (input {last_val['input_psnr']:.2f}), "
+                        f"best {result.best_psnr:.2f}"
+                    )
                 typer.echo(msg, err=True)
 
     @train_app.command("plot")

@@ -5,9 +5,10 @@
 ``WORLD_SIZE``-th file of the sorted list starting at ``RANK`` (after ``--shard i/N`` took its
 own share the same way), which partitions the list with no duplicate and no missing output;
 ``LOCAL_RANK`` picks the GPU (:func:`gkm_cli.runtime.rank_from_env` reads the environment).
-The images need no collectives; at the end the ranks join a torch.distributed process group once (:func:`world_totals`) so that rank 0 can report the
-totals of the whole run and every rank exits 1 when any file failed anywhere. That group uses
-Gloo even on GPUs: it carries four numbers, and NCCL would need them on the device.
+The images need no collectives; at the end the ranks join a torch.distributed process group once
+(:func:`world_totals`) so that rank 0 can report the totals of the whole run and every rank exits 1
+when any file failed anywhere. That group uses Gloo even on GPUs: it carries four numbers, and NCCL
+would need them on the device.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """What a resumed run trusts: a record of every output file gkm finished, per output folder.
 
-Each folder gkm writes into holds ``.gkm-outputs.jsonl``: one JSON line per file written (an
-image, a blur map, a sidecar) with the file's size, modification time and SHA-256, and the
-SHA-256, size and modification time of the input it was made from plus a key of the settings
-that change its content (task, model, weights, format, bit depth, quality, map encoding,
-deblur strength when not 1). The line is appended (``O_APPEND``, one ``write``: lines from several processes do not interleave on
-local file systems) after the temp file is complete and fsynced and *before* it is renamed into
-place, so a record can only vouch for a file that was completely written; a crash between the
-two leaves a record that no existing file matches.
+Each folder gkm writes into holds ``.gkm-outputs.jsonl``: one JSON line per file written (an image,
+a blur map, a sidecar) with the file's size, modification time and SHA-256, and the SHA-256, size
+and modification time of the input it was made from plus a key of the settings that change its
+content (task, model, weights, format, bit depth, quality, map encoding, deblur strength when not
+1). The line is appended (``O_APPEND``, one ``write``: lines from several processes do not
+interleave on local file systems) after the temp file is complete and fsynced and *before* it is
+renamed into place, so a record can only vouch for a file that was completely written; a crash
+between the two leaves a record that no existing file matches.
 
 A re-run skips an input only when every output of it is **done**: recorded for the same input
 content and settings, and the file is still the one recorded (same size, and same modification
@@ -92,20 +92,9 @@ class Manifest:
     def record_for(self, path: Path) -> ManifestRecord | None:
         """The record of ``path`` if the file there is still the one recorded, else None."""
         rec = self._records(path.parent).get(path.name)
-        if rec is None:
+        if rec is None or not _unchanged(path, rec.get("size"), rec.get("mtime_ns"), rec.get("sha256")):
             return None
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        if st.st_size != rec.get("size"):
-            return None
-        if st.st_mtime_ns == rec.get("mtime_ns"):
-            return rec
-        try:  # copied or touched: the content decides
-            return rec if file_sha256(path) == rec.get("sha256") else None
-        except OSError:
-            return None
+        return rec
 
     def is_ours(self, path: Path) -> bool:
         """``path`` is a file gkm recorded writing (whatever it was made from)."""
@@ -116,18 +105,7 @@ class Manifest:
         rec = self.record_for(path)
         if rec is None or rec.get("settings") != self.settings:
             return False
-        try:
-            st = source.stat()
-        except OSError:
-            return False
-        if st.st_size != rec.get("input_size"):
-            return False
-        if st.st_mtime_ns == rec.get("input_mtime_ns"):
-            return True
-        try:
-            return file_sha256(source) == rec.get("input_sha256")
-        except OSError:
-            return False
+        return _unchanged(source, rec.get("input_size"), rec.get("input_mtime_ns"), rec.get("input_sha256"))
 
     # --- writing ------------------------------------------------------------------------------
     def add(self, final: Path, written: Path, source: InputId | None) -> None:
@@ -154,3 +132,20 @@ class Manifest:
         records = self._records(final.parent)
         with self._lock:
             records[final.name] = rec
+
+
+def _unchanged(path: Path, size: object, mtime_ns: object, sha256: object) -> bool:
+    """``path`` still holds the recorded file: same size, and same modification time or, when it
+    was copied or touched, the same SHA-256 (the content decides)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if st.st_size != size:
+        return False
+    if st.st_mtime_ns == mtime_ns:
+        return True
+    try:
+        return file_sha256(path) == sha256
+    except OSError:
+        return False

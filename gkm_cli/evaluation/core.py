@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 import numpy as np
@@ -112,7 +112,7 @@ class EvalSettings:
             raise UsageError("preview_count must be >= 0 and preview_size >= 16")
 
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -481,7 +481,8 @@ def _score_sample(
             Problem(
                 s.name,
                 "size_mismatch",
-                f"prediction is {pred.shape[-1]}x{pred.shape[-2]} but ground truth is {gt.shape[-1]}x{gt.shape[-2]} (WxH)",
+                f"prediction is {pred.shape[-1]}x{pred.shape[-2]} but ground truth is {gt.shape[-1]}x{gt.shape[-2]} "
+                "(WxH)",
                 paths,
             )
         )

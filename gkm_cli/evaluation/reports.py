@@ -147,7 +147,7 @@ def render_csv(report: EvalReport) -> str:
     """
     ms = list(report.metrics)
     base = report.has_baseline or bool(report.sources.get("input_dir"))
-    cols = ["name", "status", "height", "width"] + ms
+    cols = ["name", "status", "height", "width", *ms]
     if base:
         cols += [f"{m}_input" for m in ms] + [f"{m}_gain" for m in ms]
     cols += ["pred", "gt", "input", "detail", "protocol"]
@@ -262,7 +262,7 @@ table.sortable th{cursor:pointer;user-select:none}table.sortable th:hover{backgr
 .preview{display:inline-block;margin:0 1.5em 1.5em 0;vertical-align:top}
 .preview figure{display:inline-block;margin:0 4px;text-align:center}.preview img{image-rendering:pixelated;border:1px solid #999}
 code{background:#f4f4f4;padding:0 3px}
-"""
+"""  # noqa: E501 (the report's stylesheet, verbatim)
 
 _JS = """
 document.querySelectorAll('table.sortable').forEach(function(t){
@@ -280,7 +280,7 @@ document.querySelectorAll('table.sortable').forEach(function(t){
     });
   });
 });
-"""
+"""  # noqa: E501 (the report's table sorter, verbatim)
 
 
 def _cell(metric: str, v: float | None, *, signed: bool = False) -> str:
@@ -309,7 +309,8 @@ def render_html(report: EvalReport) -> str:
             parts.append(f"<li>{e(k)}: <code>{e(str(v))}</code></li>")
     parts.append(
         f"<li>scored {report.n_scored} images, {len(report.problems)} problems; "
-        f"gkm {e(report.gkm_version)}, {e(report.created_utc)}, {report.elapsed_s:.1f} s on {e(report.device)}</li></ul>"
+        f"gkm {e(report.gkm_version)}, {e(report.created_utc)}, {report.elapsed_s:.1f} s on "
+        f"{e(report.device)}</li></ul>"
     )
     inf = report.infinite_counts()["metrics"]
     inf_note = (
@@ -322,7 +323,8 @@ def render_html(report: EvalReport) -> str:
         else ""
     )
     parts.append(
-        f"<h2>Summary</h2><p>Mean of per-image values; gain is positive when the output beats the input.{e(inf_note)}</p>"
+        "<h2>Summary</h2><p>Mean of per-image values; gain is positive when the output beats the "
+        f"input.{e(inf_note)}</p>"
     )
     parts.append(
         "<table id='summary'><thead><tr><th>metric</th><th>output</th><th>input</th><th>gain</th></tr></thead><tbody>"

@@ -31,6 +31,7 @@ captured decoder stderr, ``samples`` the native <-> float conversion.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import mmap
@@ -117,10 +118,8 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
             try:
                 img = _decode(mm, name, None, fh, max_pixels or 0)
             finally:
-                try:
+                with contextlib.suppress(BufferError):  # a view still alive in a traceback; GC closes it later
                     mm.close()
-                except BufferError:  # a view still alive in a traceback; GC closes it later
-                    pass
     except FileNotFoundError:
         raise ImageReadError(f"{name}: no such file") from None
     except IsADirectoryError:

@@ -28,9 +28,15 @@ BIT_DEPTHS: Final[Mapping[str, tuple[int, ...]]] = MappingProxyType({"png": (8, 
 OUTPUT_SUFFIX: Final[Mapping[str, str]] = MappingProxyType({"png": ".png", "tiff": ".tif", "jpeg": ".jpg"})
 # Image suffixes gkm recognises but cannot read or write: ``-o x.webp`` names a file (refused in one
 # line), not a folder to create; an evaluate folder's .bmp is not an image gkm can score.
+# fmt: off
 OTHER_IMAGE_SUFFIXES: Final = frozenset(
-    [".webp", ".bmp", ".dib", ".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".jpx", ".exr", ".hdr", ".pic", ".pgm", ".ppm", ".pnm", ".pbm", ".pfm", ".tga", ".ico", ".icns", ".psd", ".svg", ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".sr2", ".srw", ".pef", ".qoi"]
+    [
+        ".webp", ".bmp", ".dib", ".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".jpx", ".exr",
+        ".hdr", ".pic", ".pgm", ".ppm", ".pnm", ".pbm", ".pfm", ".tga", ".ico", ".icns", ".psd", ".svg",
+        ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".sr2", ".srw", ".pef", ".qoi",
+    ]
 )
+# fmt: on
 
 
 def is_image_path(path: PathLike) -> bool:

@@ -8,14 +8,13 @@ import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
 from gkm_cli.images.formats import FORMATS
 
-PathLike = Union[str, "os.PathLike[str]"]
-Buffer = Union[bytes, mmap.mmap]
+PathLike = str | os.PathLike[str]
+Buffer = bytes | mmap.mmap
 
 
 class MetadataWarning(UserWarning):

@@ -109,7 +109,7 @@ def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[tuple[int,
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
             shapes = {}
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 (safe_open has keys() but is not iterable)
                 part = f.get_slice(key)
                 shapes[key] = (tuple(int(n) for n in part.get_shape()), str(part.get_dtype()))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:

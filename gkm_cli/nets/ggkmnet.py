@@ -149,10 +149,14 @@ class SelfReconstruction(nn.Module):
 class GGKMNet(GkmNetwork):
     spec = ModelSpec(
         name="ggkmnet",
-        paper="Quan, Wu, Xu, Ji: Deep Single Image Defocus Deblurring via Gaussian Kernel Mixture Learning, IEEE TPAMI 2024",
+        paper=(
+            "Quan, Wu, Xu, Ji: Deep Single Image Defocus Deblurring via Gaussian Kernel Mixture Learning, "
+            "IEEE TPAMI 2024"
+        ),
         size_multiple=16,
         receptive_radius=96,
-        tile_overlap=64,  # perturbed paper-size net: image 81 dB, sigma map <= 0.05 px off untiled (docs/PERFORMANCE.md)
+        # perturbed paper-size net: image 81 dB, sigma map <= 0.05 px off untiled (docs/PERFORMANCE.md)
+        tile_overlap=64,
         bytes_per_pixel=3300,  # measured 2927 / 2999 / 2556 / 2141 B/px at 512 / 640 / 768 / 1024 px
         tile_exact=True,
         paper_params=1.68,

@@ -211,9 +211,14 @@ def import_card(source: Path, imported: Imported, licence: str, command: str) ->
         cfg = model.config
         card["config"] = {"width": cfg.width, "kernels": cfg.kernels, "lstm_kernel": cfg.lstm_kernel,
                           "bank_layout": cfg.bank_layout, "batch_norm": cfg.batch_norm}  # fmt: skip
+        statistics = (
+            "per-image statistics (as their test script, which never calls eval())"
+            if cfg.batch_norm == "image"
+            else "running statistics"
+        )
         card["notes"] = (
             "Authors' GKMNet weights in our network with their bank channel map "
-            f"({cfg.bank_layout!r}) and BatchNorm on {'per-image statistics (as their test script, which never calls eval())' if cfg.batch_norm == 'image' else 'running statistics'}. "
+            f"({cfg.bank_layout!r}) and BatchNorm on {statistics}. "
             "Differences to their test pipeline: our pyramid is built inside the network (antialiased bilinear "
             "halving in float, theirs PIL bilinear on 8-bit), and inputs are reflect-padded bottom/right to a "
             "multiple of 16 (theirs: black, centred)."

@@ -182,15 +182,18 @@ def load_spandrel(state: dict[str, torch.Tensor], path: Path) -> ZooNetwork:
         ) from None
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise ModelError(
-            f"{path}: {descriptor.architecture.name} is a {descriptor.purpose} model with a mask input; gkm restores plain images"
+            f"{path}: {descriptor.architecture.name} is a {descriptor.purpose} model with a mask input; gkm restores "
+            "plain images"
         )
     if descriptor.scale != 1:
         raise ModelError(
-            f"{path}: {descriptor.architecture.name} upscales x{descriptor.scale}; gkm runs same-size restoration models only"
+            f"{path}: {descriptor.architecture.name} upscales x{descriptor.scale}; gkm runs same-size restoration "
+            "models only"
         )
     if descriptor.input_channels != 3 or descriptor.output_channels != 3:
         raise ModelError(
-            f"{path}: {descriptor.architecture.name} takes {descriptor.input_channels} and gives {descriptor.output_channels} channels; "
+            f"{path}: {descriptor.architecture.name} takes {descriptor.input_channels} and gives "
+            f"{descriptor.output_channels} channels; "
             "gkm runs RGB -> RGB models (dual-pixel models need both DP views)"
         )
     return ZooNetwork(descriptor).eval()

@@ -135,10 +135,11 @@ def variance_step(variance: float) -> np.ndarray:
 def ggkm_bank(groups: int = 21, per_group: int = 4, step: float = 0.25) -> GaussianBank:
     """GGKMNet's P x Q atoms built as chains of small Gaussian steps (see module doc).
 
-    Atom (p, q) (0-based) has sigma ``step * (p + (q + 1) / Q)``; the step from group p-1 to p
-    along chain q is :func:`variance_step` of sigma_p^2 - sigma_{p-1}^2. Atom profiles are the exact convolution of their chain's steps, truncated where
-    the tail mass is below :data:`TAIL_MASS`; the cascade keeps the untruncated composite, so
-    cascade and direct paths differ by less than that mass.
+    Atom (p, q) (0-based) has sigma ``step * (p + (q + 1) / Q)``; the step from group p-1 to p along
+    chain q is :func:`variance_step` of sigma_p^2 - sigma_{p-1}^2. Atom profiles are the exact
+    convolution of their chain's steps, truncated where the tail mass is below :data:`TAIL_MASS`;
+    the cascade keeps the untruncated composite, so cascade and direct paths differ by less than
+    that mass.
     """
     sigma = np.array([[step * (p + (q + 1) / per_group) for q in range(per_group)] for p in range(groups)])
     steps: list[tuple[tuple[float, ...], ...]] = []

@@ -190,7 +190,8 @@ def run_lock(out: Path) -> Iterator[None]:
             f.seek(0)
             holder = f.read().strip() or "another process"
             raise RunLocked(
-                f"{out}: a training run is already using this folder (pid {holder}); stop it first or choose another --out"
+                f"{out}: a training run is already using this folder (pid {holder}); stop it first or choose another "
+                "--out"
             ) from None
         f.seek(0)
         f.truncate()

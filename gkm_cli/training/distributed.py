@@ -2,9 +2,10 @@
 
 ``torchrun`` (or ``python -m torch.distributed.run``) starts the processes and sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
-:func:`gkm_cli.runtime.torchrun_ranks` reads them and :func:`distributed_session` opens the process group (NCCL on ``cuda:LOCAL_RANK``,
-Gloo on the CPU) for the length of a run and closes it afterwards. The trainer only needs
-:class:`DistSession`: its :class:`~gkm_cli.runtime.RankInfo`, its device and :meth:`DistSession.wrap`.
+:func:`gkm_cli.runtime.torchrun_ranks` reads them and :func:`distributed_session` opens the process
+group (NCCL on ``cuda:LOCAL_RANK``, Gloo on the CPU) for the length of a run and closes it
+afterwards. The trainer only needs :class:`DistSession`: its :class:`~gkm_cli.runtime.RankInfo`, its
+device and :meth:`DistSession.wrap`.
 
 ``--batch`` is the global batch: :class:`~gkm_cli.training.sampling.StepBatchSampler` gives
 each rank ``batch / world_size`` samples of every step, so the gradient DDP averages over the

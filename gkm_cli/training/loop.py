@@ -115,7 +115,8 @@ def init_weights(model: GkmNetwork, path: Path) -> None:
     if source.spec.name != model.spec.name or model_config(source) != model_config(model):
         raise ck.CheckpointError(
             SettingText(
-                f"{path}: holds {source.spec.name} {model_config(source)}, not {model.spec.name} {model_config(model)}; "
+                f"{path}: holds {source.spec.name} {model_config(source)}, not {model.spec.name} "
+                f"{model_config(model)}; "
                 f"{setting_ref('init_from')} needs the same architecture"
             )
         )
@@ -239,7 +240,8 @@ class Trainer:
             saved = TrainConfig.from_dict(st.info["config"])
             if saved.model != cfg.model or saved.model_overrides != cfg.model_overrides:
                 raise ck.CheckpointError(
-                    f"{state_path}: trained {saved.model} {dict(saved.model_overrides)}, not {cfg.model} {cfg.overrides()}"
+                    f"{state_path}: trained {saved.model} {dict(saved.model_overrides)}, not {cfg.model} "
+                    f"{cfg.overrides()}"
                 )
         elif state_path.exists():
             another = f"pass {setting_ref('resume')} to continue it or choose another {setting_ref('out')}"
@@ -444,7 +446,8 @@ class Trainer:
                         if bad_run >= cfg.max_bad_steps:
                             raise TrainingDiverged(
                                 SettingText(
-                                    f"{bad_run} consecutive steps with a NaN/Inf loss or gradient (last at step {step}); "
+                                    f"{bad_run} consecutive steps with a NaN/Inf loss or gradient (last at step "
+                                    f"{step}); "
                                     f"stopped. The last checkpoint in {self.out} predates them: "
                                     f"resume with a lower {setting_ref('lr')} or {setting_ref('clip_grad')}"
                                 )
@@ -475,7 +478,8 @@ class Trainer:
                                     self.ema or self.model, self.out / ck.BEST_WEIGHTS, card=self._card(step, wall)
                                 )
                             bar.note(
-                                f"step {step}: val PSNR {self.last_val['psnr']:.2f} dB (input {self.last_val['input_psnr']:.2f}, "
+                                f"step {step}: val PSNR {self.last_val['psnr']:.2f} dB (input "
+                                f"{self.last_val['input_psnr']:.2f}, "
                                 f"gain {self.last_val['gain_psnr']:+.2f}), SSIM {self.last_val['ssim']:.4f}"
                             )
                         if row is not None:
@@ -506,7 +510,8 @@ class Trainer:
                         budget = f"{setting_ref('max_minutes')} {(self.max_seconds or 0) / 60:g}"
                         bar.note(
                             SettingText(
-                                f"step {step}: {budget} spent; stopped with a checkpoint (continue with {setting_ref('resume')})"
+                                f"step {step}: {budget} spent; stopped with a checkpoint (continue with "
+                                f"{setting_ref('resume')})"
                             )
                         )
                         break

@@ -83,7 +83,7 @@ def render_defocus(
         nearer_max[k] = max(nearer_max[k + 1], radii[k + 1])
     flat_ids = sid.ravel()
     order = np.argsort(flat_ids, kind="stable")
-    bounds = np.searchsorted(flat_ids[order], ids, side="left").tolist() + [flat_ids.size]
+    bounds = [*np.searchsorted(flat_ids[order], ids, side="left").tolist(), flat_ids.size]
     for k, lid in enumerate(ids):
         members = order[bounds[k] : bounds[k + 1]]  # flat indices of this layer's pixels
         kern = psf_kernel(float(radii[k]), lens.aperture)
@@ -96,7 +96,7 @@ def render_defocus(
         sub_mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
         sub_mask[rows - y0, cols - x0] = True
         sub_lin = lin[y0:y1, x0:x1]
-        rgba = np.zeros(sub_mask.shape + (4,), dtype=_F32)
+        rgba = np.zeros((*sub_mask.shape, 4), dtype=_F32)
         rgba[sub_mask, :3] = sub_lin[sub_mask]
         rgba[sub_mask, 3] = 1.0
         if ext > 0:
