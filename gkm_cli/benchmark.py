@@ -182,10 +182,12 @@ def validate(cfg: BenchConfig) -> None:
 # MAC counting
 
 
-def _module_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: object) -> tuple[float, float]:
+def _module_macs(
+    module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor | tuple[torch.Tensor, ...]
+) -> tuple[float, float]:
     """(true MACs, thop-rule ops) of one module call; (0, 0) for modules that are not counted."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        out = output if isinstance(output, torch.Tensor) else output[0]  # type: ignore[index]
+        out = output if isinstance(output, torch.Tensor) else output[0]
         x = inputs[0]
         k = module.weight.shape[2] * module.weight.shape[3]
         per_out_thop = module.in_channels // module.groups * k + (1 if module.bias is not None else 0)
@@ -196,9 +198,8 @@ def _module_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: ob
             true = out.numel() * (module.in_channels // module.groups) * k
         return float(true), float(thop)
     if isinstance(module, nn.Linear):
-        out = output
-        assert isinstance(out, torch.Tensor)
-        macs = out.numel() * module.in_features
+        assert isinstance(output, torch.Tensor)
+        macs = output.numel() * module.in_features
         return float(macs), float(macs)
     if isinstance(module, nn.LSTMCell):
         batch = inputs[0].shape[0] if inputs[0].dim() == 2 else 1
@@ -229,7 +230,9 @@ def count_macs(
     model.set_fast_paths(False)
     totals = [0.0, 0.0]
 
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: object) -> None:
+    def hook(
+        module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor | tuple[torch.Tensor, ...]
+    ) -> None:
         true, thop = _module_macs(module, inputs, output)
         totals[0] += true
         totals[1] += thop

@@ -202,10 +202,10 @@ class Engine:
 
     def _tensor(self, pixels: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray | slice) -> torch.Tensor:
         """1 x 3 x h x w float32 tensor on the device from a (row, col) selection of the pixels."""
-        if isinstance(rows, slice):
+        if isinstance(rows, slice) or isinstance(cols, slice):  # the whole image: both are slices
             part = pixels[rows, cols]
-        else:
-            part = pixels[np.ix_(rows, cols)]  # type: ignore[arg-type]
+        else:  # a tile's reflect-padded rows and columns
+            part = pixels[np.ix_(rows, cols)]
         t = torch.from_numpy(np.ascontiguousarray(part)).permute(2, 0, 1)[None]
         if t.shape[1] == 1:
             t = t.expand(1, 3, *t.shape[-2:])

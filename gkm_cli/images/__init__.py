@@ -180,8 +180,8 @@ def encode_image(img: Image, format: str | None = None, bit_depth: int | None = 
         warnings.warn("alpha channel dropped: JPEG cannot store transparency", MetadataWarning, stacklevel=2)
         alpha = None
     premult = img.alpha_premultiplied and alpha is not None
-    if premult and fmt != "tiff":
-        pixels, premult = unpremultiply(pixels, alpha), False  # type: ignore[arg-type]
+    if premult and alpha is not None and fmt != "tiff":  # (premult already implies an alpha)
+        pixels, premult = unpremultiply(pixels, alpha), False
     same = fmt == img.format
     if fmt == "png":
         return encode_png(pixels, alpha, dtype, img, img.carry.png_chunks if same else ())
