@@ -31,7 +31,7 @@ FEATHER_FRACTION = 0.5
 FREE_FRACTION = 0.5
 #: ... and on the CPU at most this many bytes per tile (the spec's measured bytes per pixel
 #: times the tile's pixels), which keeps a 24 MP 16-bit TIFF under 3 GiB peak RSS.
-CPU_TILE_BUDGET = 1792 << 20
+CPU_TILE_BUDGET = 1536 << 20
 
 
 @dataclass(frozen=True)
