@@ -203,10 +203,7 @@ def save_spandrel(
     state: dict[str, torch.Tensor], model: GkmNetwork, destination: Path, card: Mapping[str, object]
 ) -> None:
     """The model's tensors as safetensors (``format = gkm-zoo``) + model card, atomically."""
-    import os
-    import tempfile
-
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from gkm_cli.fileio import atomic_write_bytes
     from gkm_cli.nets.checkpoint import card_path
@@ -220,13 +217,5 @@ def save_spandrel(
         "architecture": model.spec.name,
         "config": json.dumps(model.config.__dict__, default=list),
     }
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, destination)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(destination, save(tensors, metadata=metadata))  # the one atomic writer (fsync, umask)
     atomic_write_bytes(card_path(destination), (json.dumps(card, indent=2) + "\n").encode())
