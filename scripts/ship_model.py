@@ -31,6 +31,10 @@ EVAL_SETS = {
         "../shared/data/real_pairs_dev (8 real DPDD pairs from GIF previews, 840x560, label rows 0-71 excluded)"
     ),
     "val_synth": "fixed synthetic set: 24 pairs of 256x256 from the 6 held-out photos (scripts/train_shipped.sh)",
+    "val_synth_v2": (
+        "v2 fixed synthetic set (checkpoints are chosen on it): 32 pairs of 256x256 from the 17 held-out photos"
+        " of scripts/photo_split.txt, CoC up to 16 px (scripts/prepare_data.sh)"
+    ),
 }
 
 
@@ -52,7 +56,12 @@ def summarise(report: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("weights", type=Path)
-    ap.add_argument("--eval", type=Path, required=True, help="folder with real_dev.json / val_synth.json")
+    ap.add_argument(
+        "--eval",
+        type=Path,
+        required=True,
+        help="folder with the eval_shipped.sh reports (real_dev.json, val_synth*.json)",
+    )
     ap.add_argument("--name", default="ggkmnet")
     ap.add_argument("--note", default="", help="how this checkpoint was chosen")
     ap.add_argument(

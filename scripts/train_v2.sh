@@ -22,11 +22,17 @@ if [ -z "$INIT" ] && [ -f "$ROOT/models/$MODEL.safetensors" ]; then INIT="$ROOT/
 INIT_FLAGS=()
 LR=3e-4  # from scratch (v1 stage 1)
 if [ -n "$INIT" ] && [ "$INIT" != "none" ]; then INIT_FLAGS=(--init "$INIT"); LR=2e-4; fi  # fine-tune (v1 stage 2)
+LR_FLAGS=(--lr "$LR")
+# A resume keeps the start and lr saved in its state: the shipped file it started from may have
+# been replaced since (or the checkout moved), and --resume refuses a different --init path.
+for arg in "$@"; do
+  if [ "$arg" = "--resume" ]; then INIT_FLAGS=(); LR_FLAGS=(); fi
+done
 # Constant lr by default: runs are sized in minutes, not steps; give --steps and the halving
 # flags for a schedule once the s/step of the machine is measured (docs/TRAINING.md).
 exec "${LAUNCH[@]}" train run --out "$RUN" --model "$MODEL" "${INIT_FLAGS[@]}" \
   --synth-from "$DATA/sharp_train" --synth-holdout 0 --synth-in-focus 0.3 \
   --val "$DATA/val_synth_v2" --val-every 1000 --val-max-size 256 \
   --scale-weights 0.25,0.5,1 \
-  --patch 128 --batch 4 --steps 1000000 --lr "$LR" --lr-halve-start 1000000 --lr-halve-every 1000000 \
+  --patch 128 --batch 4 --steps 1000000 "${LR_FLAGS[@]}" --lr-halve-start 1000000 --lr-halve-every 1000000 \
   --ema 0.999 --save-every 500 --threads "$THREADS" --workers "${GKM_WORKERS:-0}" --seed "${GKM_SEED:-2}" "$@"

@@ -262,6 +262,35 @@ def test_resume_equals_straight_run(tmp_path: Path, photos: Path, pairs: Path) -
     assert res.steps == 10  # type: ignore[attr-defined]
 
 
+def test_committed_state_resumes_in_a_fresh_folder(tmp_path: Path, photos: Path) -> None:
+    """scripts/train_state.sh: the state a session commits (models/training/NAME) continues
+    the run exactly where it stopped from another folder, and a restore never clobbers a run."""
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_state.sh"
+    env = {**os.environ, "GKM_STATE_ROOT": str(tmp_path / "states")}
+
+    def state(*args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(script), *map(str, args)], env=env, capture_output=True, text=True)
+
+    torch.set_num_threads(1)
+    common = dict(synth_from=(str(photos),), save_every=3, log_every=1, ema=0.9)
+    _run(_cfg(steps=3, **common), tmp_path / "first")
+    assert state("save", tmp_path / "first", "tiny-v2").returncode == 0
+    kept = sorted(p.name for p in (tmp_path / "states" / "tiny-v2").iterdir())
+    assert kept == ["last.state.json", "last.state.safetensors", "log.csv"]  # no temporaries left
+    assert state("restore", "tiny-v2", tmp_path / "next").returncode == 0
+    seen, _ = _run(_cfg(steps=5, **common), tmp_path / "next", resume=True)
+    assert [s for s, _ in seen] == [4, 5]
+    rows = (tmp_path / "next" / "log.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4, 5]
+    again = state("restore", "tiny-v2", tmp_path / "next")
+    assert again.returncode == 2 and "already holds a training state" in again.stderr
+    assert state("save", tmp_path / "missing", "x").returncode == 2
+    assert state("save", tmp_path / "first", "../escape").returncode == 2
+
+
 def test_nan_steps_are_skipped_then_stop(tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = loop_mod.loss_terms
     nan_steps = {2, 3}
