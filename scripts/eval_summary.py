@@ -1,6 +1,7 @@
 """One line of the numbers the issue-12 targets use, from a `gkm evaluate --report X.json`.
 
     .venv/bin/python scripts/eval_summary.py REPORT.json [--csv]   # JSON (default) or a CSV row
+    .venv/bin/python scripts/eval_summary.py REPORT.json --per-image   # Markdown rows, one per image
 
 Fields: n, psnr_in, psnr_out, psnr_gain (mean of per-image PSNR), ssim_gain, lpips_in, lpips_out
 (lower is better), worst_gain / worst_name (the image whose PSNR gain is lowest), and sharp_gain /
@@ -60,13 +61,30 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def per_image_rows(report: dict[str, Any]) -> list[str]:
+    """Markdown rows ``| name | PSNR in -> out (gain) | SSIM gain | LPIPS in -> out |`` in report order."""
+    rows = []
+    for im in report["images"]:
+        base, out, gain = im.get("baseline") or {}, im.get("metrics") or {}, im.get("gain") or {}
+        lpips = f"{base['lpips']:.4f} -> {out['lpips']:.4f}" if "lpips" in base and "lpips" in out else ""
+        psnr = f"{base['psnr']:.2f} -> {out['psnr']:.2f} ({gain['psnr']:+.2f})" if "psnr" in gain else ""
+        ssim = f"{gain['ssim']:+.4f}" if "ssim" in gain else ""
+        rows.append(f"| `{im['name']}` | {psnr} | {ssim} | {lpips} |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("report", type=Path)
     ap.add_argument("--csv", action="store_true", help="One CSV row in FIELDS order (no header).")
+    ap.add_argument("--per-image", action="store_true", help="Markdown table rows, one per image.")
     args = ap.parse_args()
     try:
-        s = summarize(json.loads(args.report.read_text()))
+        report = json.loads(args.report.read_text())
+        if args.per_image:
+            print("\n".join(per_image_rows(report)))
+            return
+        s = summarize(report)
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"{args.report}: not a gkm evaluate JSON report ({e})")
     print(",".join("" if s[k] is None else str(s[k]) for k in FIELDS) if args.csv else json.dumps(s))

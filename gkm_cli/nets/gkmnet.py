@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gkm_cli.nets import gkm_layouts
-from gkm_cli.nets.base import Context, GkmNetwork, ModelSpec, RecurrentState
+from gkm_cli.nets.base import Context, GkmNetwork, ModelSpec, PretrainedWeights, RecurrentState
 from gkm_cli.nets.blocks import (
     ConvBnRelu,
     ConvLSTMCell,
@@ -147,6 +147,11 @@ class GKMNet(GkmNetwork):
         paper_params=1.41,
         paper_macs_720p=147.8,  # as given in GGKMNet's TPAMI 2024 Tables 2/11
         loss_recipe="gkmnet",
+        # v2 recipe from scratch, undertrained (models/README.md); ship_model.py prints the sha256.
+        pretrained=PretrainedWeights(
+            filename="gkmnet.safetensors",
+            sha256="a77db867d4d86a106ea3ff452870c2fbf79d223f68baf56ecb4c5e0e43c76d3a",
+        ),
     )
 
     config: GkmNetConfig
