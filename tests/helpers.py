@@ -84,3 +84,10 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
         pixels=pixels.astype(np.float32), alpha=None, dtype=np.dtype("uint8"), format="png", icc=None, exif=None
     )
     path.write_bytes(encode_image(img, "png"))
+
+
+def tiny_train_args(out: Path, photos: Path, *, holdout: str | None = None) -> list[str]:
+    """``gkm train run`` arguments of a tiny-network run on synthetic defocus of ``photos``
+    (``holdout``: ``--synth-holdout``); tests add their own steps, patch and batch."""
+    args = ["train", "run", "--out", str(out), "--tiny", "--synth-from", str(photos)]
+    return args if holdout is None else [*args, "--synth-holdout", holdout]

@@ -21,6 +21,7 @@ from gkm_cli.training import LossConfig, TrainConfig, Trainer, TrainingDiverged,
 from gkm_cli.training import checkpointing as ck
 from gkm_cli.training import loop as loop_mod
 from gkm_cli.training.losses import fft_l1, loss_terms, paper_scale_weights, ssim_loss, ssim_map_mean
+from helpers import tiny_train_args
 
 TINY = tuple(sorted(TINY_OVERRIDES["ggkmnet"].items()))
 
@@ -386,15 +387,7 @@ def test_cli_run_resume_and_synth(tmp_path: Path, photos: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "run"
     args = [
-        "train",
-        "run",
-        "--out",
-        str(out),
-        "--tiny",
-        "--synth-from",
-        str(photos),
-        "--synth-holdout",
-        "0",
+        *tiny_train_args(out, photos, holdout="0"),
         "--steps",
         "2",
         "--patch",
@@ -421,13 +414,7 @@ def test_cli_run_resume_and_synth(tmp_path: Path, photos: Path) -> None:
     r = runner.invoke(
         app,
         [
-            "train",
-            "run",
-            "--out",
-            str(tmp_path / "v"),
-            "--tiny",
-            "--synth-from",
-            str(photos),
+            *tiny_train_args(tmp_path / "v", photos),
             "--val",
             str(tmp_path / "val"),
             "--steps",

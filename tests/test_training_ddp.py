@@ -30,6 +30,7 @@ from gkm_cli.training.loop import RANKS_DIR
 from gkm_cli.training.plot import CurvePlotter, PlotDependencyError, plot_run, read_log, require_matplotlib
 from gkm_cli.training.sampling import StepBatchSampler
 from gkm_cli.training.stopping import StopSignals
+from helpers import tiny_train_args
 
 TINY = tuple(sorted(TINY_OVERRIDES["ggkmnet"].items()))
 
@@ -173,15 +174,7 @@ def test_sigterm_to_cli_saves_checkpoint(photos: Path, tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "gkm_cli",
-        "train",
-        "run",
-        "--out",
-        str(out),
-        "--tiny",
-        "--synth-from",
-        str(photos),
-        "--synth-holdout",
-        "0",
+        *tiny_train_args(out, photos, holdout="0"),
         "--val-synth",
         "0",
         "--steps",
@@ -404,15 +397,7 @@ def test_cli_plot_during_run_and_subcommand(photos: Path, tmp_path: Path) -> Non
     r = runner.invoke(
         app,
         [
-            "train",
-            "run",
-            "--out",
-            str(out),
-            "--tiny",
-            "--synth-from",
-            str(photos),
-            "--synth-holdout",
-            "0.34",
+            *tiny_train_args(out, photos, holdout="0.34"),
             "--val-synth",
             "2",
             "--val-synth-size",
@@ -483,13 +468,7 @@ def test_missing_matplotlib_is_a_clear_error(photos: Path, tmp_path: Path, monke
     r = CliRunner().invoke(
         app,
         [
-            "train",
-            "run",
-            "--out",
-            str(out),
-            "--tiny",
-            "--synth-from",
-            str(photos),
+            *tiny_train_args(out, photos),
             "--steps",
             "1",
             "--patch",

@@ -20,6 +20,7 @@ from gkm_cli.training import LossConfig, TrainConfig, Trainer
 from gkm_cli.training import checkpointing as ck
 from gkm_cli.training.losses import loss_terms, lpips_term, sharp_term
 from gkm_cli.training.sampling import build_train_data
+from helpers import tiny_train_args
 
 TINY = tuple(sorted(TINY_OVERRIDES["ggkmnet"].items()))
 runner = CliRunner()
@@ -191,15 +192,7 @@ def test_trainer_logs_the_new_terms_records_them_and_resumes_exactly(tmp_path: P
 def test_max_minutes_stops_validates_saves_and_resumes(tmp_path: Path, photos: Path, pairs: Path) -> None:
     out = tmp_path / "run"
     args = [
-        "train",
-        "run",
-        "--out",
-        str(out),
-        "--tiny",
-        "--synth-from",
-        str(photos),
-        "--synth-holdout",
-        "0",
+        *tiny_train_args(out, photos, holdout="0"),
         "--val",
         str(pairs),
         "--val-every",
@@ -244,13 +237,7 @@ def test_cli_refuses_bad_recipe_values(tmp_path: Path, photos: Path, flag: str, 
     r = runner.invoke(
         app,
         [
-            "train",
-            "run",
-            "--out",
-            str(tmp_path / "r"),
-            "--tiny",
-            "--synth-from",
-            str(photos),
+            *tiny_train_args(tmp_path / "r", photos),
             "--steps",
             "1",
             "--patch",
@@ -275,13 +262,7 @@ def test_cli_bad_max_minutes_is_one_line_and_exit_2(tmp_path: Path, photos: Path
             sys.executable,
             "-m",
             "gkm_cli",
-            "train",
-            "run",
-            "--out",
-            str(tmp_path / "r"),
-            "--tiny",
-            "--synth-from",
-            str(photos),
+            *tiny_train_args(tmp_path / "r", photos),
             "--steps",
             "1",
             "--max-minutes",
@@ -326,15 +307,7 @@ def test_max_minutes_under_torchrun_stops_every_rank_at_one_step(tmp_path: Path,
             str(port),
             "-m",
             "gkm_cli",
-            "train",
-            "run",
-            "--out",
-            str(out),
-            "--tiny",
-            "--synth-from",
-            str(photos),
-            "--synth-holdout",
-            "0",
+            *tiny_train_args(out, photos, holdout="0"),
             "--val",
             str(pairs),
             "--val-every",
