@@ -437,40 +437,21 @@ def test_file_names_are_shown_literally(folder, weights, tmp_path):
 def test_stdout_full_or_closed_is_one_line_and_exit_1(tmp_path, weights):
     src = tmp_path / "noise.png"
     write_image(src, Image(noise(200, 200), None, np.dtype("uint8"), "png"))  # > 64 KB: more than a pipe holds
-    with open("/dev/full", "wb") as full, open(src, "rb") as fin:
-        r = gkm(
-            "deblur",
-            "-",
-            "-o",
-            "-",
-            "--weights",
-            weights,
-            "-q",
-            capture_output=False,
-            text=False,
-            stdin=fin,
-            stdout=full,
-            stderr=subprocess.PIPE,
-        )
+
+    def deblur_stdin_to(stdout):  # src on stdin, the image to stdout, stderr captured
+        with open(src, "rb") as fin:
+            return gkm(
+                "deblur", "-", "-o", "-", "--weights", weights, "-q",
+                capture_output=False, text=False, stdin=fin, stdout=stdout, stderr=subprocess.PIPE,
+            )  # fmt: skip
+
+    with open("/dev/full", "wb") as full:
+        r = deblur_stdin_to(full)
     err = r.stderr.decode()
     assert r.returncode == 1 and err.strip().splitlines() == ["failed: <stdout>: cannot write (disk full)"], err
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is written
-    with open(src, "rb") as fin:
-        r = gkm(
-            "deblur",
-            "-",
-            "-o",
-            "-",
-            "--weights",
-            weights,
-            "-q",
-            capture_output=False,
-            text=False,
-            stdin=fin,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-        )
+    r = deblur_stdin_to(write_end)
     os.close(write_end)
     err = r.stderr.decode()
     assert r.returncode == 1 and len(err.strip().splitlines()) == 1 and "broken pipe" in err, err
