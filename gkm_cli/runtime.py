@@ -258,6 +258,22 @@ def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or platform.machine()
 
 
+#: The CPU features that decide the fastest path (AVX2 vs AVX-512 kernels, bf16/fp16 matrix units).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16")
+
+
+def _cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """Which of :data:`SPEED_FLAGS` the CPU has (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in SPEED_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def host_info(device: torch.device | None = None) -> dict[str, Any]:
     """What a measurement or a training run ran on (recorded in benchmark reports and model cards):
     platform, Python, torch, CPU model and count, torch's intra-op threads, and the GPU of a CUDA
@@ -267,6 +283,7 @@ def host_info(device: torch.device | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "mkldnn": bool(torch.backends.mkldnn.is_available()),

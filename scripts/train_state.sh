@@ -4,8 +4,8 @@
 #   scripts/train_state.sh save RUN_DIR NAME     copy RUN_DIR's resume state into models/training/NAME
 #   scripts/train_state.sh restore NAME RUN_DIR  copy it back into a fresh RUN_DIR, then resume with
 #                                                the same script and flags plus --resume
-# What is kept: last.state.safetensors (raw + EMA weights, Adam moments, RNG; its metadata holds
-# step, config, best PSNR and wall time), last.state.json (readable copy) and log.csv (the whole
+# What is kept: last.state.safetensors in its compact form (raw weights fp32, EMA as a bf16 delta,
+# Adam's second moment in bf16, RNG; its metadata holds step, config, best PSNR and wall time), last.state.json (readable copy) and log.csv (the whole
 # curve). models/training/ is not packaged (pyproject's package-data globs stop at models/*), and
 # "save" replaces the previous state: git history keeps one state per stop, not one per run.
 # GKM_STATE_ROOT overrides models/training (the tests use a temporary folder).
@@ -30,6 +30,15 @@ for f in "${FILES[@]}"; do
 done
 mkdir -p "$DEST"
 for f in "${FILES[@]}"; do
+  if [ "$1" = save ] && [ "$f" = last.state.safetensors ]; then
+    # The committed copy is compact (~half: EMA as a bf16 delta, Adam's second moment in bf16, no
+    # first moment; gkm_cli/training/compact.py); restore copies it back as it is and --resume
+    # expands it.
+    "$ROOT/.venv/bin/python" -c 'import sys; from pathlib import Path; from gkm_cli.training.compact import compact_state_file as c; c(Path(sys.argv[1]), Path(sys.argv[2]))' \
+      "$SRC/$f" "$DEST/.$f.tmp"
+    mv "$DEST/.$f.tmp" "$DEST/$f"
+    continue
+  fi
   cp "$SRC/$f" "$DEST/.$f.tmp" && mv "$DEST/.$f.tmp" "$DEST/$f"  # a killed copy never looks complete
 done
 echo "$1: $SRC -> $DEST (step $(sed -n 's/.*"step": *\([0-9]*\).*/\1/p' "$DEST/last.state.json" | head -n 1))"

@@ -37,7 +37,9 @@ def benchmark(
     precision: Annotated[
         str, typer.Option(help="fp32, bf16 or fp16 (reduced precisions run under autocast).")
     ] = "fp32",
-    batch: Annotated[int, typer.Option(min=1, help="Images per forward.")] = 1,
+    batch: Annotated[
+        int | None, typer.Option(min=1, help="Images per forward [1]; with --train the global batch [4].")
+    ] = None,
     tile: Annotated[int | None, typer.Option(help="Run through the tiling engine with this core size (px).")] = None,
     compile_: Annotated[
         bool, typer.Option("--compile", help="torch.compile the network first (warm-up includes compilation).")
@@ -88,6 +90,15 @@ def benchmark(
             help="Measure in this process (faster start; peak RSS then includes earlier configurations).",
         ),
     ] = False,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train",
+            help="Time training steps instead (forward, loss, backward, Adam, EMA): s/step and samples/s. "
+            "--precision may list several (fp32,bf16), measured interleaved in one process.",
+        ),
+    ] = False,
+    patch: Annotated[int, typer.Option(min=32, help="Training patch size in px (with --train).")] = 128,
     tiny: Annotated[bool, typer.Option("--tiny", hidden=True, help="Use the small test configs (smoke runs).")] = False,
 ) -> None:
     """Measure parameters, MACs, latency, throughput and peak memory per model and size.
@@ -111,6 +122,26 @@ def benchmark(
     names = model or [default_model()]
     if "all" in names:
         names = list_models()
+    if train:
+        from gkm_cli.training.speed import TrainBenchConfig
+
+        train_configs = [
+            TrainBenchConfig(
+                model=name,
+                patch=patch,
+                batch=batch or 4,
+                precision=p.strip(),
+                device=device,
+                steps=runs,
+                warmup=warmup,
+                channels_last=channels_last,
+                tiny=tiny,
+            )
+            for name in names
+            for p in precision.split(",")
+        ]
+        _training_report(train_configs, threads, as_json, markdown)
+        return
     sizes = [parse_size(s) for s in size or ([] if sweep else ["512x512"])]
     if sweep:
         sizes += [(h, w) for w, h in SWEEP_SIZES if (h, w) not in sizes]
@@ -119,7 +150,7 @@ def benchmark(
             model=name,
             height=h,
             width=w,
-            batch=batch,
+            batch=batch or 1,
             device=device,
             precision=precision,
             tile=tile,
@@ -157,6 +188,54 @@ def benchmark(
         return
     console = Console()
     _print_table(doc, console if console.is_terminal else Console(width=200))
+
+
+def _training_report(configs: list, threads: int | None, as_json: bool, markdown: Path | None) -> None:
+    """``gkm benchmark --train``: measure the configurations interleaved, then print / write."""
+    from gkm_cli.fileio import atomic_write_bytes
+    from gkm_cli.runtime import resolve_device
+    from gkm_cli.training.precision import training_autocast_dtype
+    from gkm_cli.training.speed import measure_training
+
+    for cfg in configs:  # the policy of `gkm train run --precision`, before anything is built
+        training_autocast_dtype(cfg.precision, resolve_device(cfg.device))
+    err = Console(stderr=True)
+    err.print(f"[dim]timing {len(configs)} training configuration(s), interleaved...[/]", highlight=False)
+    records, host = measure_training(configs, threads=threads)
+    doc = {"machine": host, "training": [r.to_dict() for r in records]}
+    flags = " ".join(host["cpu_flags"]) or "no AVX2"
+    head = f"torch {host['torch']}, {host['cpu']} ({flags}), {host['threads']} threads"
+    rows = [
+        (
+            r.model,
+            str(r.patch),
+            str(r.batch),
+            r.precision + (" CL" if r.channels_last else ""),
+            f"{r.s_per_step:.3f}",
+            f"{r.samples_per_s:.2f}",
+            f"{r.forward_s:.3f}",
+            f"{r.backward_s:.3f}",
+            f"{r.optimizer_s:.3f}",
+        )
+        for r in records
+    ]
+    cols = ("model", "patch", "batch", "precision", "s/step", "samples/s", "fwd+loss s", "backward s", "optim s")
+    if markdown is not None:
+        lines = [f"Training speed: {head}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        atomic_write_bytes(markdown, ("\n".join(lines) + "\n").encode())
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    table = Table(title=f"gkm benchmark --train - {head}", title_justify="left")
+    for c in cols:
+        table.add_column(c, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    console = console if console.is_terminal else Console(width=120)
+    console.print(table)
+    console.print("[dim]Medians over --runs timed steps after --warmup; configurations run interleaved.[/]")
 
 
 def _print_table(doc: dict, console: Console) -> None:

@@ -32,6 +32,7 @@ from torch import nn
 
 from gkm_cli.errors import GkmError
 from gkm_cli.fileio import atomic_write_bytes
+from gkm_cli.training.compact import expand
 
 STATE_FORMAT = "gkm-train-state"
 STATE_VERSION = "1"
@@ -148,7 +149,9 @@ def load_state(
     with safe_open(str(path), framework="pt") as f:
         for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
             head, rest = key.split(".", 1)
-            groups[head][rest if head != "optim" else key] = f.get_tensor(key)
+            groups.setdefault(head, {})[rest if head != "optim" else key] = f.get_tensor(key)
+    if info.get("compact"):  # a committed campaign state (training/compact.py)
+        expand(groups, optimizer)
     dev = next(model.parameters()).device
     try:
         model.load_state_dict({k: v.to(dev) for k, v in groups["model"].items()})

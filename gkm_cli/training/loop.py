@@ -33,11 +33,12 @@ from gkm_cli.errors import GkmError, SettingError, SettingText, setting_ref
 from gkm_cli.fileio import atomic_write_bytes
 from gkm_cli.nets import GkmNetwork, create_model, model_config
 from gkm_cli.nets.checkpoint import card_path, load_weights, save_weights
-from gkm_cli.runtime import RankInfo, autocast, cuda_bf16_supported, host_info, precision_dtype
+from gkm_cli.runtime import RankInfo, autocast, host_info
 from gkm_cli.training import checkpointing as ck
 from gkm_cli.training.config import TrainConfig, ema_decay_at, lr_at
 from gkm_cli.training.distributed import barrier, sum_across
 from gkm_cli.training.losses import RECIPES, loss_terms, recipe_for
+from gkm_cli.training.precision import training_autocast_dtype
 from gkm_cli.training.sampling import StepBatchSampler, TrainData, build_train_data, rank_share
 from gkm_cli.training.stopping import StopSignals, signal_name
 from gkm_cli.training.validation import ValImage, load_val_pairs, synth_val_set, validate
@@ -79,21 +80,6 @@ class TrainResult:
         d = dataclasses.asdict(self)
         d["out_dir"] = str(self.out_dir)
         return d
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Training's mixed-precision policy: bf16/fp16 autocast on GPU only (``auto``: bf16 where the
-    GPU supports it); None means fp32, no autocast."""
-    if device.type != "cuda":
-        if precision in ("bf16", "fp16"):
-            raise SettingError(
-                "precision", f"{precision} needs a GPU (mixed precision is GPU-only here); use fp32 or auto"
-            )
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if cuda_bf16_supported(device) else None
-    dtype = precision_dtype(precision)
-    return None if dtype == torch.float32 else dtype
 
 
 def _best_on_disk(out: Path, saved: float | None) -> float | None:
@@ -206,7 +192,7 @@ class Trainer:
             raise SettingError("max_minutes", f"must be > 0, got {max_minutes}")
         self.max_seconds = None if max_minutes is None else 60.0 * max_minutes
         self.recipe = recipe_for(cfg.model, cfg.loss.recipe)
-        self.amp = autocast_dtype(cfg.precision, self.device)
+        self.amp = training_autocast_dtype(cfg.precision, self.device)
 
     # --- setup --------------------------------------------------------------------------------
     def _build(self) -> None:
