@@ -75,6 +75,14 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
                 "and lr schedule start fresh.",
             ),
         ] = None,
+        init_shared: Annotated[
+            bool,
+            typer.Option(
+                "--init-shared",
+                help="With --init: weights of a related architecture; copy the tensors whose names and shapes "
+                "match (e.g. GKMANet from GKMNet), initialise the rest.",
+            ),
+        ] = False,
         tiny: Annotated[
             bool, typer.Option("--tiny", help="Use the tiny test configuration of the model (smoke runs).")
         ] = False,
@@ -235,6 +243,7 @@ def register(app: typer.Typer, models_app: typer.Typer) -> None:
             given: dict[str, Any] = {
                 "model": model,
                 "init_from": str(init.resolve()) if init is not None else None,
+                "init_shared": True if init_shared else None,
                 "model_overrides": tuple(sorted(overrides.items())) if overrides is not None else None,
                 "data": _tuple(data),
                 "data_split": data_split,

@@ -60,6 +60,7 @@ class TrainConfig:
     model: str = field(default_factory=default_model)  # the spec marked default
     model_overrides: tuple[tuple[str, Any], ...] = ()
     init_from: str | None = None  # weights file to start from (fine-tuning); optimizer starts fresh
+    init_shared: bool = False  # init_from holds a related architecture: copy the matching tensors only
     # data
     data: tuple[str, ...] = ()  # real-pair dataset roots (any layout detect_layout knows)
     data_split: str | None = None  # e.g. "train_c" for DPDD

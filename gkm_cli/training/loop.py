@@ -93,20 +93,31 @@ def _best_on_disk(out: Path, saved: float | None) -> float | None:
     return on_disk if saved is None else max(saved, on_disk)
 
 
-def init_weights(model: GkmNetwork, path: Path) -> None:
+def init_weights(model: GkmNetwork, path: Path, *, shared: bool = False) -> dict[str, Any]:
     """Copy a checkpoint's weights into a freshly built ``model`` (fine-tuning). The checkpoint
     must hold the same architecture and configuration (``load_weights`` gives a checkpoint
-    without the SRM training head a fresh one, so every key is there)."""
+    without the SRM training head a fresh one, so every key is there). ``shared``: the checkpoint
+    may hold a related architecture; only tensors whose names and shapes match are copied (GKMANet
+    shares 85% of its parameters with GKMNet), the rest keep their fresh initialisation.
+    Returns what was copied (recorded in the model card)."""
     source = load_weights(path)
-    if source.spec.name != model.spec.name or model_config(source) != model_config(model):
+    same = source.spec.name == model.spec.name and model_config(source) == model_config(model)
+    if not same and not shared:
         raise ck.CheckpointError(
             SettingText(
                 f"{path}: holds {source.spec.name} {model_config(source)}, not {model.spec.name} "
                 f"{model_config(model)}; "
-                f"{setting_ref('init_from')} needs the same architecture"
+                f"{setting_ref('init_from')} needs the same architecture (or {setting_ref('init_shared')})"
             )
         )
-    model.load_state_dict(source.state_dict())
+    target = model.state_dict()
+    matched = {k: v for k, v in source.state_dict().items() if k in target and target[k].shape == v.shape}
+    if not any(v.is_floating_point() for v in matched.values()):
+        raise ck.CheckpointError(f"{path}: shares no tensor (name and shape) with {model.spec.name}")
+    model.load_state_dict(matched, strict=same)
+    numel = sum(v.numel() for v in target.values() if v.is_floating_point())
+    copied = sum(v.numel() for v in matched.values() if v.is_floating_point())
+    return {"from": source.spec.name, "tensors": len(matched), "of": len(target), "param_fraction": copied / numel}
 
 
 @torch.no_grad()
@@ -200,8 +211,9 @@ class Trainer:
         rank_share(cfg.batch, self.dist)  # a global batch that does not split evenly fails early
         torch.manual_seed(cfg.seed)
         self.model = create_model(cfg.model, **cfg.overrides())
+        self.init_report: dict[str, Any] | None = None
         if cfg.init_from is not None and not self.resume:  # a resume loads its own state below
-            init_weights(self.model, Path(cfg.init_from))
+            self.init_report = init_weights(self.model, Path(cfg.init_from), shared=cfg.init_shared)
         self.model = self.model.to(self.device).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.ema: GkmNetwork | None = None
@@ -222,6 +234,7 @@ class Trainer:
             self.best_psnr = _best_on_disk(self.out, st.info.get("best_psnr"))
             self.wall_before = float(st.info.get("wall_s", 0.0))
             self.last_val = st.info.get("last_val")
+            self.init_report = st.info.get("init_report")
             self.bad_total = int(st.info.get("bad_steps", 0))
             saved = TrainConfig.from_dict(st.info["config"])
             if saved.model != cfg.model or saved.model_overrides != cfg.model_overrides:
@@ -278,6 +291,7 @@ class Trainer:
             "data": self.data.description,
             "synth_config": dataclasses.asdict(self.data.synth_config) if self.data.synth_config is not None else None,
             "lpips_loss_weights_sha256": getattr(self.lpips, "weights_sha256", None),
+            "init_report": self.init_report,  # what --init copied (tensors, share of parameters)
             "steps": step,
             "wall_time_s": round(wall, 1),
             "hardware": host_info(self.device),
@@ -299,6 +313,7 @@ class Trainer:
             "bad_steps": self.bad_total,
             "command": self.command,
             "world_size": self.dist.world_size,
+            "init_report": self.init_report,
         }
         ck.save_state(
             self.out, step=step, model=self.model, optimizer=self.optimizer, ema=self.ema, scaler=self.scaler, info=info

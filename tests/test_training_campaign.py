@@ -120,3 +120,27 @@ def test_benchmark_train_cli(tmp_path: Path) -> None:
     if not precision_mod.cpu_matrix_units("bf16"):
         bad = CliRunner().invoke(app, ["benchmark", "--train", "--tiny", "--precision", "fp32,bf16"])
         assert bad.exit_code == 2 and "no AMX bf16 units" in bad.output
+
+
+def test_init_shared_copies_the_matching_tensors(tmp_path: Path) -> None:
+    """GKMANet from GKMNet weights: every tensor with GKMNet's name and shape is copied, the
+    attention parts keep their own initialisation; without --init-shared it is refused."""
+    from gkm_cli.nets.checkpoint import save_weights
+    from gkm_cli.training.loop import init_weights
+
+    torch.manual_seed(1)
+    source = create_model("gkmnet", **TINY_OVERRIDES["gkmnet"])
+    path = tmp_path / "gkmnet.safetensors"
+    save_weights(source, path)
+    torch.manual_seed(2)
+    target = create_model("gkmanet", **TINY_OVERRIDES["gkmanet"])
+    fresh = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ck.CheckpointError, match="same architecture"):
+        init_weights(target, path)
+    report = init_weights(target, path, shared=True)
+    src, got = source.state_dict(), target.state_dict()
+    shared = [k for k in got if k in src and src[k].shape == got[k].shape]
+    assert report["from"] == "gkmnet" and report["tensors"] == len(shared) > 0
+    assert 0 < report["param_fraction"] < 1
+    for k, v in got.items():
+        assert torch.equal(v, src[k] if k in shared else fresh[k]), k
