@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gkm_cli.errors import SettingError, UsageError, setting_ref
-from gkm_cli.images import OUTPUT_SUFFIX, SUPPORTED_SUFFIXES, format_for_path
+from gkm_cli.images import DEFAULT_OUTPUT, OUTPUT_SUFFIX, SUPPORTED_SUFFIXES, format_for_path, raw_pair_drops
 
 STDIO = "-"
 T = TypeVar("T")
@@ -137,8 +137,11 @@ def expand_inputs(args: Sequence[str], *, recursive: bool = False, exclude: Path
 
 def output_suffix(source: Source, format: str | None) -> str:
     """File suffix of an output: the input's own when the format is unchanged, else the
-    format's usual one (``.png``, ``.tif``, ``.jpg``, ``.npy``)."""
+    format's usual one (``.png``, ``.tif``, ``.jpg``, ``.npy``); a RAW input's is ``.tif``."""
     own = source.path.suffix if source.path is not None else ""
+    own_format = format_for_path(Path(f"x{own}")) if own else None
+    if format is None and own_format is not None and DEFAULT_OUTPUT[own_format] != own_format:
+        return OUTPUT_SUFFIX[own_format]  # RAW is never written back: <stem>.tif
     if format is None:
         return own or ".png"
     if own and format_for_path(Path(f"x{own}")) == format:
@@ -238,6 +241,14 @@ def _same_file_as_any(target: Path, inputs: Iterable[Path]) -> bool:
         except OSError:
             continue
     return False
+
+
+def apply_raw_pairs(sources: Sequence[Source], mode: str) -> tuple[list[Source], int]:
+    """Sources found in folders and globs under ``--raw-pairs mode`` (images.formats
+    ``raw_pair_drops``; files named explicitly are always kept), and how many were left out."""
+    drops = raw_pair_drops([s.path for s in sources if s.path is not None and not s.listed], mode)
+    kept = [s for s in sources if s.path not in drops]
+    return kept, len(sources) - len(kept)
 
 
 def drop_previous_outputs(sources: Sequence[Source], suffix: str) -> list[Source]:

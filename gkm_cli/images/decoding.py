@@ -1,5 +1,6 @@
 """What every reader shares: the pixel limit checked from headers, OpenCV decoding with the
-decoders' stderr captured (a corrupt-data warning makes the file corrupt), one-line reasons."""
+decoders' stderr captured (a corrupt-data warning makes the file corrupt), one-line reasons.
+The RAW and EXR readers capture LibRaw's and OpenEXR's lines the same way."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ _CV_MAX_PIXELS: Final = 1 << 30  # OpenCV's own decoder limit (CV_IO_MAX_IMAGE_P
 # never reach the terminal: a decode that produced an error line is a corrupt file.
 _DECODER_LINE: Final = re.compile(
     rb"^(\[ ?(WARN|ERROR|INFO|DEBUG)|libpng |Corrupt JPEG|Premature end of JPEG|Invalid JPEG|Invalid SOS|Bogus |"
-    rb"Huffman |Unsupported |Inconsistent progression|Warning: |JPEG|TIFF)"
+    rb"Huffman |Unsupported |Inconsistent progression|Warning: |JPEG|TIFF|"
+    rb"unknown file: |<python_buffer>)"  # LibRaw and OpenEXR reading from memory
 )
 _DECODER_ERROR: Final = re.compile(
     rb"(\[ERROR|libpng error|Corrupt JPEG data|Premature end of JPEG|Invalid |Bogus |Huffman )"
@@ -59,7 +61,7 @@ def imdecode(buf: Buffer, name: str, kind: str, pixels: int = 0) -> np.ndarray:
     says "Corrupt JPEG data" on stderr, naming no file). ``pixels`` is the header's count.
     """
     arr = np.frombuffer(buf, dtype=np.uint8)
-    with _captured_stderr() as lines:
+    with captured_stderr() as lines:
         try:
             out = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
         except cv2.error:
@@ -98,7 +100,7 @@ def _decoder_reason(line: bytes) -> str:
 
 
 @contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[bytes]]:
+def captured_stderr() -> Iterator[list[bytes]]:
     """Collect what C code writes on file descriptor 2 meanwhile; yields the list of lines.
 
     Decoder lines (see ``_DECODER_LINE``) are kept in the list and not shown; anything else
