@@ -23,7 +23,7 @@ def load(module: str, what: str, name: str, *, writing: bool = False) -> ModuleT
     try:
         return importlib.import_module(module)
     except ImportError:
-        package = PACKAGES.get(module, module)
+        package = PACKAGES.get(module.split(".")[0], module)
         verb = "writing" if writing else "reading"
         text = f"{name}: {verb} {what} needs the {package} package ({INSTALL_HINT})"
         raise (ImageWriteError(text) if writing else ImageReadError(text)) from None
