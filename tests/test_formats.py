@@ -328,3 +328,14 @@ def test_raw_pairs_both_refuses_a_name_clash_and_raw_only_takes_raw_files(shoot,
     assert taken == sorted(str(p) for p in shoot["src"].rglob("*") if p.suffix.lower() == ".dng")
     bad = runner.invoke(app, ["deblur", str(pair), "--weights", str(weights), "--raw-pairs", "jpeg"])
     assert bad.exit_code == 2 and "--raw-pairs must be one of" in bad.stderr
+
+
+def test_raw_linear_flag_writes_the_linear_development_at_strength_0(shoot, tmp_path):
+    dng = shoot["src"] / "pair" / "IMG_7.DNG"
+    out = tmp_path / "lin.tif"
+    args = ["deblur", str(dng), "-o", str(out), "--weights", str(shoot["weights"]), "--raw-linear", "--strength", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    written = read_image(out)
+    assert written.icc == LINEAR_SRGB_ICC and written.dtype == np.uint16
+    assert np.array_equal(written.pixels, read_image(dng, raw_linear=True).linear)
+    assert dng.read_bytes() == dng_bytes(orientation=1)  # the RAW itself untouched

@@ -216,6 +216,17 @@ MaxPixelsOpt = Annotated[
         "--max-pixels", help="Refuse inputs whose header declares more pixels than this (0 = no limit).", min=0
     ),
 ]
+RawPairsOpt = Annotated[
+    str,
+    typer.Option(
+        "--raw-pairs",
+        help="A RAW beside a same-named JPEG/HEIC in a folder: skip-jpeg (the RAW only), both, or raw-only.",
+    ),
+]
+RawLinearOpt = Annotated[
+    bool,
+    typer.Option("--raw-linear", help="Develop RAW to linear light instead of sRGB (deblur: a linear 16-bit TIFF)."),
+]
 
 
 def deblur(
@@ -256,17 +267,8 @@ def deblur(
             help="0..1: S * deblurred + (1 - S) * input; 1 = the network's output, lower keeps more of the photo.",
         ),
     ] = 1.0,
-    raw_pairs: Annotated[
-        str,
-        typer.Option(
-            "--raw-pairs",
-            help="A RAW beside a same-named JPEG/HEIC in a folder: skip-jpeg (deblur the RAW only), both, "
-            "or raw-only (RAW files only).",
-        ),
-    ] = "skip-jpeg",
-    raw_linear: Annotated[
-        bool, typer.Option("--raw-linear", help="Develop RAW to linear light (16-bit linear TIFF) instead of sRGB.")
-    ] = False,
+    raw_pairs: RawPairsOpt = "skip-jpeg",
+    raw_linear: RawLinearOpt = False,
 ) -> None:
     """Deblur photos (PNG, TIFF, JPEG, WebP, HEIC, AVIF, EXR, camera RAW); metadata and bit depth are kept."""
     from gkm_cli.engine.batch import BatchSettings
