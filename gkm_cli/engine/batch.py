@@ -53,7 +53,6 @@ from gkm_cli.errors import GkmError, ImageReadError, ImageWriteError, SettingErr
 from gkm_cli.images import (
     DEFAULT_MAX_PIXELS,
     FORMAT_ALIASES,
-    RAW_PAIR_MODES,
     UNWRITABLE_SUFFIXES,
     WRITE_FORMATS,
     Image,
@@ -246,8 +245,6 @@ class BatchRun:
             raise SettingError("max_pixels", f"must be >= 0 (0 = no limit), got {s.max_pixels}")
         check_strength(s.strength)
         check_shard(s.shard)
-        if s.raw_pairs not in RAW_PAIR_MODES:
-            raise SettingError("raw_pairs", f"must be one of {', '.join(RAW_PAIR_MODES)}, got {s.raw_pairs!r}")
         self.ranks: RankInfo = rank_from_env()
         self.skip_existing = s.skip_existing and not s.overwrite
 
@@ -255,10 +252,7 @@ class BatchRun:
         out_dir = Path(s.output) if s.output not in (None, STDIO) else None
         exclude = out_dir if out_dir is not None and out_dir.is_dir() else None
         sources = expand_inputs(list(s.inputs), recursive=s.recursive, exclude=exclude)
-        sources, paired = apply_raw_pairs(sources, s.raw_pairs)
-        if paired:
-            left_out = f"{paired} file(s) beside a RAW of the same name left out"
-            self._notify(SettingText(f"{left_out} ({setting_ref('raw_pairs')} {s.raw_pairs})"))
+        sources = apply_raw_pairs(sources, s.raw_pairs, self._notify)
         in_place = s.output is None or (
             out_dir is not None
             and any(src.root is not None and src.root.resolve() == out_dir.resolve() for src in sources)

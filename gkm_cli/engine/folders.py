@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from gkm_cli.errors import SettingError, UsageError, setting_ref
-from gkm_cli.images import DEFAULT_OUTPUT, OUTPUT_SUFFIX, SUPPORTED_SUFFIXES, format_for_path, raw_pair_drops
+from gkm_cli.errors import SettingError, SettingText, UsageError, setting_ref
+from gkm_cli.images import (
+    DEFAULT_OUTPUT,
+    OUTPUT_SUFFIX,
+    RAW_PAIR_MODES,
+    SUPPORTED_SUFFIXES,
+    format_for_path,
+    raw_pair_drops,
+)
 
 STDIO = "-"
 T = TypeVar("T")
@@ -243,12 +250,17 @@ def _same_file_as_any(target: Path, inputs: Iterable[Path]) -> bool:
     return False
 
 
-def apply_raw_pairs(sources: Sequence[Source], mode: str) -> tuple[list[Source], int]:
-    """Sources found in folders and globs under ``--raw-pairs mode`` (images.formats
-    ``raw_pair_drops``; files named explicitly are always kept), and how many were left out."""
+def apply_raw_pairs(sources: Sequence[Source], mode: str, notify: Callable[[str], None]) -> list[Source]:
+    """Sources under the ``raw_pairs`` rule ``mode`` (images.formats ``raw_pair_drops``): files
+    found in folders and globs may be left out (``notify`` says how many), named ones never."""
+    if mode not in RAW_PAIR_MODES:
+        raise SettingError("raw_pairs", f"must be one of {', '.join(RAW_PAIR_MODES)}, got {mode!r}")
     drops = raw_pair_drops([s.path for s in sources if s.path is not None and not s.listed], mode)
     kept = [s for s in sources if s.path not in drops]
-    return kept, len(sources) - len(kept)
+    if len(kept) < len(sources):
+        left_out = f"{len(sources) - len(kept)} file(s) beside a RAW of the same name left out"
+        notify(SettingText(f"{left_out} ({setting_ref('raw_pairs')} {mode})"))
+    return kept
 
 
 def drop_previous_outputs(sources: Sequence[Source], suffix: str) -> list[Source]:

@@ -49,7 +49,7 @@ SUPPORTED_SUFFIXES: Final = frozenset(SUFFIX_FORMATS)
 FORMAT_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
     {
         "png": "png", "tif": "tiff", "tiff": "tiff", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp",
-        "heic": "heif", "heif": "heif", "avif": "avif", "exr": "exr",
+        "heic": "heif", "heif": "heif", "hif": "heif", "avif": "avif", "exr": "exr",
     }
 )  # fmt: skip
 #: Bits per sample each written format takes (``--bit-depth``). HEIF 16 = the file's 10 bits
@@ -154,7 +154,7 @@ def raw_pair_drops(paths: Sequence[Path], mode: str) -> set[Path]:
     both drops nothing.
     """
     if mode not in RAW_PAIR_MODES:
-        raise UsageError(f"--raw-pairs must be one of {', '.join(RAW_PAIR_MODES)}, got {mode!r}")
+        raise UsageError(f"RAW pair rule must be one of {', '.join(RAW_PAIR_MODES)}, got {mode!r}")
     if mode == "both":
         return set()
     is_raw = {p: p.suffix.lower() in RAW_SUFFIXES for p in paths}
