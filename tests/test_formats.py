@@ -270,6 +270,10 @@ def shoot(tmp_path_factory):
     for name, data in good.items():
         write(src / name, data)
         write(src / "cut" / f"cut_{name}", data[: len(data) // 2])
+    nan = hdr_linear(24, 32)
+    nan[2, 3, 1] = np.nan
+    write(src / "bad" / "nan.exr", exr_bytes({c: nan[:, :, i] for i, c in enumerate("RGB")}))
+    write(src / "bad" / "grid.heic", huge_grid_heic())
     write(src / "pair" / "IMG_7.DNG", dng_bytes(orientation=1))
     write(src / "pair" / "IMG_7.JPG", encode_image(Image(photo(48, 64), None, np.dtype("uint8"), "jpeg")))
     from helpers import tiny_checkpoint
@@ -298,15 +302,18 @@ def test_folder_writes_one_output_per_format_with_metadata(shoot):
     assert exr.dtype == np.float32 and exr.pixels.shape == (24, 32, 3) and exr.linear.max() > 1
 
 
-def test_folder_truncated_files_fail_in_one_line_each(shoot):
+def test_folder_truncated_nan_and_huge_files_fail_in_one_line_each(shoot):
     result, records, src = shoot["result"], shoot["records"], shoot["src"]
-    assert result.exit_code == 1 and shoot["summary"]["failed"] == 4 and shoot["summary"]["ok"] == 5
+    assert result.exit_code == 1 and shoot["summary"]["failed"] == 6 and shoot["summary"]["ok"] == 5
     failures = [line for line in result.stderr.splitlines() if line.startswith("failed: ")]
-    assert len(failures) == 4 and "Traceback" not in result.stderr
-    for name in ("cut_raw.dng", "cut_phone.heic", "cut_web.webp", "cut_hdr.exr"):
-        rec = records[f"cut/{name}"]
-        assert rec["status"] == "failed" and rec["error"].startswith(str(src / "cut" / name) + ": ")
+    assert len(failures) == 6 and "Traceback" not in result.stderr
+    bad = [f"cut/cut_{n}" for n in ("raw.dng", "phone.heic", "web.webp", "hdr.exr")] + ["bad/nan.exr", "bad/grid.heic"]
+    for name in bad:
+        rec = records[name]
+        assert rec["status"] == "failed" and rec["error"].startswith(str(src / name) + ": ")
+        assert sum(line.startswith(f"failed: {src / name}: ") for line in failures) == 1
         assert not Path(rec["output"]).exists()
+    assert "NaN or Inf" in records["bad/nan.exr"]["error"] and "--max-pixels" in records["bad/grid.heic"]["error"]
 
 
 def test_folder_raw_jpeg_pair_keeps_the_raw_only_by_default(shoot):
