@@ -164,6 +164,7 @@ def test_exr_is_linear_float_and_strength_0_gives_the_values_back(tmp_path):
         deblurrer = Deblurrer.from_model(tiny_model(), device="cpu")
         same = decode_image(encode_image(deblurrer.deblur_image(img, strength=0.0)))
         assert np.array_equal(same.linear, img.linear)  # bit for bit
+        assert same.dtype == dtype and dict(same.carry.exr_header)["comments"] == "gkm test"  # header kept
         if img.alpha is not None:
             assert np.array_equal(same.alpha, img.alpha)
         moved = decode_image(encode_image(deblurrer.deblur_image(img)))
