@@ -5,6 +5,7 @@ The RAW and EXR readers capture LibRaw's and OpenEXR's lines the same way."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import sys
@@ -133,6 +134,22 @@ def captured_stderr() -> Iterator[list[bytes]]:
                             os.write(2, b"".join(other))
         finally:
             os.close(saved)
+
+
+@contextlib.contextmanager
+def captured_python_stdout() -> Iterator[list[str]]:
+    """Collect the lines a binding prints on ``sys.stdout`` meanwhile (OpenEXR's reports a bad
+    chunk there with ``print``, which would land in ``--json`` records or an image on stdout).
+    Lines starting "Warning: " are kept in the yielded list; anything else is passed on after."""
+    lines: list[str] = []
+    held = io.StringIO()
+    with contextlib.redirect_stdout(held):
+        yield lines
+    other: list[str] = []
+    for line in held.getvalue().splitlines(keepends=True):
+        (lines if line.startswith("Warning: ") else other).append(line)
+    if other:
+        sys.stdout.write("".join(other))
 
 
 def one_line(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from gkm_cli.errors import ImageReadError, ImageWriteError
 from gkm_cli.images import plugins
 from gkm_cli.images.colour import srgb_encode
-from gkm_cli.images.decoding import captured_stderr, check_size, one_line
+from gkm_cli.images.decoding import captured_python_stdout, captured_stderr, check_size, one_line
 from gkm_cli.images.image import Buffer, Carry, Image, MetadataWarning
 
 # Header attributes that describe the file's structure: gkm writes its own.
@@ -35,7 +35,7 @@ def read_exr(buf: Buffer, name: str, limit: int = 0) -> Image:
     """EXR -> Image: ``linear`` the file's samples, ``pixels`` them sRGB-encoded."""
     exr = plugins.load("OpenEXR", "EXR", name)
     data = bytes(buf)
-    with captured_stderr() as lines:
+    with captured_stderr() as lines, captured_python_stdout() as printed:
         try:
             head = exr.File(io.BytesIO(data), header_only=True)
             if len(head.parts) > 1:
@@ -55,8 +55,9 @@ def read_exr(buf: Buffer, name: str, limit: int = 0) -> Image:
             raise ImageReadError(f"{name}: not enough memory to decode this EXR") from None
         except Exception as exc:  # OpenEXR: RuntimeError / ValueError / KeyError on damaged files
             raise ImageReadError(f"{name}: corrupt EXR ({_reason(exc, lines)})") from None
-    if lines:  # OpenEXR printed a decoding error but returned: the pixels cannot be trusted
-        raise ImageReadError(f"{name}: corrupt EXR ({_reason(None, lines)})")
+    if lines or printed:  # OpenEXR reported a decoding error but returned: the pixels cannot be trusted
+        reason = _reason(None, lines) if lines else printed[0].strip().removeprefix("Warning: ")[:120]
+        raise ImageReadError(f"{name}: corrupt EXR ({reason})")
     names = ("R", "G", "B") if all(c in channels for c in "RGB") else ("Y",) if "Y" in channels else None
     if names is None:
         found = ", ".join(sorted(channels)[:6]) or "none"
