@@ -151,7 +151,7 @@ def output_suffix(source: Source, format: str | None) -> str:
         return OUTPUT_SUFFIX[own_format]  # RAW is never written back: <stem>.tif
     if format is None:
         return own or ".png"
-    if own and format_for_path(Path(f"x{own}")) == format:
+    if own and own_format == format:
         return own
     return FORMAT_SUFFIX[format]
 
