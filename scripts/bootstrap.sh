@@ -15,7 +15,7 @@ if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$ROOT/scri
   if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==${GKM_TORCH_VERSION:-2.13.0}"
   fi
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,export,plot]"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test,export,plot,formats]"
   # The [zoo] extra without torchvision: PyPI's torchvision 0.28.0 is built for CUDA torch and
   # raises on import next to the CPU torch here; spandrel needs it only for LaMa/RestoreFormer,
   # which gkm never runs (gkm_cli/nets/zoo.py imports spandrel without it). Same pins as pyproject.

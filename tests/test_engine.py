@@ -441,7 +441,7 @@ def test_expand_inputs(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         expand_inputs([str(tmp_path / "nope")])
     with pytest.raises(UsageError, match="match"):
-        expand_inputs([str(tmp_path / "*.webp")])
+        expand_inputs([str(tmp_path / "*.bmp")])
     with pytest.raises(UsageError, match="only input"):
         expand_inputs(["-", str(c)])
 

@@ -1,5 +1,6 @@
 """Decoder fuzzing (issue 14): seeded mutations of small valid PNG, JPEG and TIFF files (bit
-flips, truncations, header field edits, chunk/segment duplication), bounded to a few seconds.
+flips, truncations, header field edits, chunk/segment duplication), bounded to a few seconds;
+and (issue 27) a fixed number of mutants of each optional format: DNG, HEIC, WebP, AVIF, EXR.
 
 * In process, every mutant either decodes to an image or raises ImageReadError naming the file
   in one line: no other exception, nothing printed by the decoders.
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from format_samples import EXIF_ORIENTED, dng_bytes, exr_bytes, heic_bytes, pillow_bytes
 from gkm_cli.errors import ImageReadError
 from gkm_cli.images import Carry, Image, decode_image, encode_image, read_image
 from gkm_cli.nets import TINY_OVERRIDES, create_model
@@ -147,6 +149,15 @@ def _tiff_edit(data: bytes, r: random.Random) -> bytes:
     return bytes(out)
 
 
+def _head_edit(data: bytes, r: random.Random) -> bytes:
+    """A 32-bit word among the first 256 bytes (box sizes, ispe/dataWindow, chunk lengths) set to
+    an extreme value."""
+    out = bytearray(data)
+    at = r.randrange(4, min(len(out), 256) - 4)
+    struct.pack_into(r.choice(["<I", ">I"]), out, at, r.choice([0, 1, 255, 65535, 1 << 24, 0x7FFFFFFF, 0xFFFFFFFF]))
+    return bytes(out)
+
+
 def mutate(name: str, data: bytes, r: random.Random) -> bytes:
     kind = r.random()
     if kind < 0.35:
@@ -157,7 +168,9 @@ def mutate(name: str, data: bytes, r: random.Random) -> bytes:
         return _png_edit(data, r)
     if name.endswith(".jpg"):
         return _jpeg_edit(data, r)
-    return _tiff_edit(data, r)
+    if name.endswith((".heic", ".webp", ".avif", ".exr")):
+        return _head_edit(data, r)
+    return _tiff_edit(data, r)  # TIFF, and the TIFF-structured DNG
 
 
 def mutants(count: int, seed: int) -> list[tuple[str, bytes]]:
@@ -169,6 +182,36 @@ def mutants(count: int, seed: int) -> list[tuple[str, bytes]]:
         base = names[i % len(names)]
         stem, ext = base.rsplit(".", 1)
         out.append((f"m{i:03d}_{stem}.{ext}", mutate(base, originals[base], r)))
+    return out
+
+
+def _format_originals() -> dict[str, bytes]:
+    """Small valid files of the optional formats (gkm-cli[formats]), made by their libraries."""
+    rng = np.random.default_rng(SEED)
+    px = rng.random((16, 20, 3), dtype=np.float32)
+    channels = {c: np.ascontiguousarray(px[:, :, i] * 3) for i, c in enumerate("RGB")}
+    return {
+        "raw.dng": dng_bytes(32, 48),  # (LibRaw refuses very small frames as "not RAW")
+        "rgb10.heic": heic_bytes(px, ten_bit=True, icc=None, exif=EXIF_ORIENTED),
+        "rgb.webp": pillow_bytes(px, "webp", exif=EXIF_ORIENTED, quality=80),
+        "rgb.avif": pillow_bytes(px, "avif", quality=80),
+        "rgb.exr": exr_bytes(channels),
+    }
+
+
+#: Mutants per optional format: fixed, whatever the machine (LibRaw and libheif are slower per
+#: file than the built-in decoders, and the count keeps the test to seconds).
+FORMAT_MUTANTS = 30
+
+
+def format_mutants(per_format: int, seed: int) -> list[tuple[str, bytes]]:
+    r = random.Random(seed)
+    originals = _format_originals()
+    out = []
+    for base in sorted(originals):
+        stem, ext = base.rsplit(".", 1)
+        for i in range(per_format):
+            out.append((f"f{i:03d}_{stem}.{ext}", mutate(base, originals[base], r)))
     return out
 
 
@@ -195,6 +238,25 @@ def test_mutated_files_decode_or_fail_in_one_line(capfd):
     assert err == "", err[:500]  # no decoder or tifffile line leaks
 
 
+@pytest.mark.filterwarnings("ignore::gkm_cli.images.MetadataWarning")
+def test_mutated_optional_format_files_decode_or_fail_in_one_line(capfd):
+    failed = {}
+    for name, data in format_mutants(FORMAT_MUTANTS, SEED):
+        ext = name.rsplit(".", 1)[1]
+        try:
+            img = decode_image(data, name)
+        except ImageReadError as e:
+            text = str(e)
+            assert text.startswith(f"{name}: ") and "\n" not in text, text
+            failed[ext] = failed.get(ext, 0) + 1
+        else:
+            assert img.pixels.dtype == np.float32 and img.pixels.ndim == 3 and np.isfinite(img.pixels).all()
+    assert all(failed.get(ext, 0) >= 5 for ext in ("dng", "heic", "webp", "avif", "exr")), failed
+    out, err = capfd.readouterr()
+    assert err == "", err[:500]  # no LibRaw, libheif or OpenEXR line leaks,
+    assert out == "", out[:500]  # on stderr nor on stdout (OpenEXR prints there)
+
+
 # ---- through the CLI: a folder of mutants ---------------------------------------------------------
 
 
@@ -204,7 +266,7 @@ def test_cli_folder_of_mutants(tmp_path):
     originals = _originals()
     for name, data in originals.items():
         (src / f"valid_{name}").write_bytes(data)
-    for name, data in mutants(36, SEED + 1):
+    for name, data in mutants(36, SEED + 1) + format_mutants(2, SEED + 1):
         (src / name).write_bytes(data)
     torch.manual_seed(0)
     weights = tmp_path / "tiny.safetensors"
@@ -241,3 +303,4 @@ def test_cli_folder_of_mutants(tmp_path):
 @pytest.mark.parametrize("seed", [0])
 def test_mutation_helpers_are_deterministic(seed):
     assert mutants(12, seed) == mutants(12, seed)
+    assert format_mutants(2, seed) == format_mutants(2, seed)

@@ -23,6 +23,8 @@ from gkm_cli.commands.deblur import (
     OverwriteOpt,
     PrecisionOpt,
     QuietOpt,
+    RawLinearOpt,
+    RawPairsOpt,
     RecursiveOpt,
     ShardOpt,
     SkipOpt,
@@ -70,6 +72,8 @@ def blurmap(
     quiet: QuietOpt = False,
     backend: BackendOpt = "torch",
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    raw_pairs: RawPairsOpt = "skip-jpeg",
+    raw_linear: RawLinearOpt = False,
 ) -> None:
     """Estimate the per-pixel defocus blur (Gaussian sigma in pixels) of photos."""
     from gkm_cli.engine.batch import BatchSettings
@@ -77,7 +81,7 @@ def blurmap(
     settings = BatchSettings(
         "blurmap", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
         skip_existing, overwrite, format, heatmap=heatmap, max_sigma=max_sigma, shard=shard_flag(shard),
-        backend=backend, max_pixels=max_pixels,
+        backend=backend, max_pixels=max_pixels, raw_pairs=raw_pairs, raw_linear=raw_linear,
     )  # fmt: skip
     run_batch_command(settings, as_json=as_json, quiet=quiet)
 

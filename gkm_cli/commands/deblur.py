@@ -216,6 +216,17 @@ MaxPixelsOpt = Annotated[
         "--max-pixels", help="Refuse inputs whose header declares more pixels than this (0 = no limit).", min=0
     ),
 ]
+RawPairsOpt = Annotated[
+    str,
+    typer.Option(
+        "--raw-pairs",
+        help="A RAW beside a same-named JPEG/HEIC in a folder: skip-jpeg (the RAW only), both, or raw-only.",
+    ),
+]
+RawLinearOpt = Annotated[
+    bool,
+    typer.Option("--raw-linear", help="Develop RAW to linear light instead of sRGB (deblur: a linear 16-bit TIFF)."),
+]
 
 
 def deblur(
@@ -232,12 +243,18 @@ def deblur(
     skip_existing: SkipOpt = True,
     overwrite: OverwriteOpt = False,
     format: Annotated[
-        str | None, typer.Option("--format", help="Output format png, tiff or jpeg (default: the input's).")
+        str | None,
+        typer.Option(
+            "--format",
+            help="Output format png, tiff, jpeg, webp, heif, avif or exr (default: the input's; RAW: 16-bit tiff).",
+        ),
     ] = None,
     bit_depth: Annotated[
         int | None, typer.Option("--bit-depth", help="Output bits per sample 8, 16 or 32 (default: the input's).")
     ] = None,
-    jpeg_quality: Annotated[int, typer.Option("--jpeg-quality", help="JPEG quality 1..100.")] = 95,
+    jpeg_quality: Annotated[
+        int, typer.Option("--jpeg-quality", help="JPEG quality 1..100 (also lossy WebP, HEIF, AVIF).")
+    ] = 95,
     as_json: JsonOpt = False,
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
@@ -250,14 +267,16 @@ def deblur(
             help="0..1: S * deblurred + (1 - S) * input; 1 = the network's output, lower keeps more of the photo.",
         ),
     ] = 1.0,
+    raw_pairs: RawPairsOpt = "skip-jpeg",
+    raw_linear: RawLinearOpt = False,
 ) -> None:
-    """Deblur photos (8/16-bit PNG, TIFF, JPEG of any size); metadata and bit depth are kept."""
+    """Deblur photos (PNG, TIFF, JPEG, WebP, HEIC, AVIF, EXR, camera RAW); metadata and bit depth are kept."""
     from gkm_cli.engine.batch import BatchSettings
 
     settings = BatchSettings(
         "deblur", tuple(inputs), output, model, weights, device, precision, tile, tile_overlap, recursive, suffix,
         skip_existing, overwrite, format, bit_depth, jpeg_quality, shard=shard_flag(shard), backend=backend,
-        max_pixels=max_pixels, strength=strength,
+        max_pixels=max_pixels, strength=strength, raw_pairs=raw_pairs, raw_linear=raw_linear,
     )  # fmt: skip
     run_batch_command(settings, as_json=as_json, quiet=quiet)
 

@@ -38,6 +38,7 @@ from gkm_cli.engine.folders import (
     FORMAT_SUFFIX,
     STDIO,
     Job,
+    apply_raw_pairs,
     check_jobs,
     drop_previous_outputs,
     expand_inputs,
@@ -52,7 +53,8 @@ from gkm_cli.errors import GkmError, ImageReadError, ImageWriteError, SettingErr
 from gkm_cli.images import (
     DEFAULT_MAX_PIXELS,
     FORMAT_ALIASES,
-    OTHER_IMAGE_SUFFIXES,
+    UNWRITABLE_SUFFIXES,
+    WRITE_FORMATS,
     Image,
     decode_image,
     encode_image,
@@ -112,6 +114,8 @@ class BatchSettings:
     backend: str = "torch"
     max_pixels: int = DEFAULT_MAX_PIXELS
     strength: float = 1.0  # deblur only: S * output + (1 - S) * input
+    raw_pairs: str = "skip-jpeg"  # RAW + same-named JPEG in a folder: images.formats RAW_PAIR_MODES
+    raw_linear: bool = False  # RAW develops to linear light (16-bit linear TIFF) instead of sRGB
 
 
 @dataclass(frozen=True)
@@ -141,8 +145,8 @@ def _named_output_format(output: str | None) -> str | None:
     if output is None or output == STDIO or Path(output).is_dir():
         return None
     suffix = Path(output).suffix.lower()
-    if suffix in OTHER_IMAGE_SUFFIXES:
-        named = "name a .png, .tif or .jpg file (blurmap: also .npy) or a folder"
+    if suffix in UNWRITABLE_SUFFIXES:
+        named = "name a .png, .tif, .jpg, .webp, .heic, .avif or .exr file (blurmap: .png, .tif, .npy) or a folder"
         raise SettingError("output", f"{output}: cannot write {suffix} files; {named}")
     suffix = suffix.lstrip(".")
     return "npy" if suffix == "npy" else FORMAT_ALIASES.get(suffix)
@@ -153,7 +157,7 @@ def _image_format(text: str | None) -> str | None:
         return None
     fmt = FORMAT_ALIASES.get(text.lower().lstrip("."))
     if fmt is None:
-        raise SettingError("format", f"must be png, tiff or jpeg, got {text!r}")
+        raise SettingError("format", f"must be one of {', '.join(WRITE_FORMATS)}, got {text!r}")
     return fmt
 
 
@@ -248,6 +252,7 @@ class BatchRun:
         out_dir = Path(s.output) if s.output not in (None, STDIO) else None
         exclude = out_dir if out_dir is not None and out_dir.is_dir() else None
         sources = expand_inputs(list(s.inputs), recursive=s.recursive, exclude=exclude)
+        sources = apply_raw_pairs(sources, s.raw_pairs, self._notify)
         in_place = s.output is None or (
             out_dir is not None
             and any(src.root is not None and src.root.resolve() == out_dir.resolve() for src in sources)
@@ -255,7 +260,7 @@ class BatchRun:
         if in_place:  # earlier outputs written beside their inputs are not inputs of this run
             sources = drop_previous_outputs(sources, beside if s.suffix is None else s.suffix)
         if not sources:
-            raise UsageError(f"no image files (.png, .tif, .tiff, .jpg, .jpeg) found in {', '.join(s.inputs)}")
+            raise UsageError(f"no image files gkm reads (docs/FORMATS.md) found in {', '.join(s.inputs)}")
         file_format = self.map_settings.file_format if self.map_settings is not None else self.format
         jobs = plan_jobs(sources, s.output, suffix=s.suffix, beside_suffix=beside, format_of=lambda src: file_format)
         check_jobs(jobs, sidecar_path if blurmap else None)
@@ -303,6 +308,8 @@ class BatchRun:
         }  # fmt: skip
         if not self.blurmap and s.strength != 1.0:  # only when set: folders written before strength existed stay "done"
             key["strength"] = s.strength
+        if s.raw_linear:  # likewise: only when set
+            key["raw_linear"] = True
         return key
 
     # --- callbacks from the worker thread -----------------------------------------------------
@@ -344,8 +351,10 @@ class BatchRun:
     def _load(self, job: Job) -> tuple[Image, InputId | None]:
         max_pixels = self.settings.max_pixels
         if job.source.path is None:
-            return decode_image(self._stdin.read(), "<stdin>", max_pixels=max_pixels), None
-        img = read_image(job.source.path, max_pixels=max_pixels)
+            return decode_image(
+                self._stdin.read(), "<stdin>", max_pixels=max_pixels, raw_linear=self.settings.raw_linear
+            ), None
+        img = read_image(job.source.path, max_pixels=max_pixels, raw_linear=self.settings.raw_linear)
         try:
             return img, InputId.of(job.source.path)
         except OSError as e:

@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from gkm_cli.errors import SettingError, UsageError, setting_ref
-from gkm_cli.images import OUTPUT_SUFFIX, SUPPORTED_SUFFIXES, format_for_path
+from gkm_cli.errors import SettingError, SettingText, UsageError, setting_ref
+from gkm_cli.images import (
+    DEFAULT_OUTPUT,
+    OUTPUT_SUFFIX,
+    RAW_PAIR_MODES,
+    SUPPORTED_SUFFIXES,
+    format_for_path,
+    raw_pair_drops,
+)
 
 STDIO = "-"
 T = TypeVar("T")
@@ -137,11 +144,14 @@ def expand_inputs(args: Sequence[str], *, recursive: bool = False, exclude: Path
 
 def output_suffix(source: Source, format: str | None) -> str:
     """File suffix of an output: the input's own when the format is unchanged, else the
-    format's usual one (``.png``, ``.tif``, ``.jpg``, ``.npy``)."""
+    format's usual one (``.png``, ``.tif``, ``.jpg``, ``.npy``); a RAW input's is ``.tif``."""
     own = source.path.suffix if source.path is not None else ""
+    own_format = format_for_path(Path(f"x{own}")) if own else None
+    if format is None and own_format is not None and DEFAULT_OUTPUT[own_format] != own_format:
+        return OUTPUT_SUFFIX[own_format]  # RAW is never written back: <stem>.tif
     if format is None:
         return own or ".png"
-    if own and format_for_path(Path(f"x{own}")) == format:
+    if own and own_format == format:
         return own
     return FORMAT_SUFFIX[format]
 
@@ -238,6 +248,19 @@ def _same_file_as_any(target: Path, inputs: Iterable[Path]) -> bool:
         except OSError:
             continue
     return False
+
+
+def apply_raw_pairs(sources: Sequence[Source], mode: str, notify: Callable[[str], None]) -> list[Source]:
+    """Sources under the ``raw_pairs`` rule ``mode`` (images.formats ``raw_pair_drops``): files
+    found in folders and globs may be left out (``notify`` says how many), named ones never."""
+    if mode not in RAW_PAIR_MODES:
+        raise SettingError("raw_pairs", f"must be one of {', '.join(RAW_PAIR_MODES)}, got {mode!r}")
+    drops = raw_pair_drops([s.path for s in sources if s.path is not None and not s.listed], mode)
+    kept = [s for s in sources if s.path not in drops]
+    if len(kept) < len(sources):
+        left_out = f"{len(sources) - len(kept)} file(s) beside a RAW of the same name left out"
+        notify(SettingText(f"{left_out} ({setting_ref('raw_pairs')} {mode})"))
+    return kept
 
 
 def drop_previous_outputs(sources: Sequence[Source], suffix: str) -> list[Source]:

@@ -1,9 +1,11 @@
 """What every reader shares: the pixel limit checked from headers, OpenCV decoding with the
-decoders' stderr captured (a corrupt-data warning makes the file corrupt), one-line reasons."""
+decoders' stderr captured (a corrupt-data warning makes the file corrupt), one-line reasons.
+The RAW and EXR readers capture LibRaw's and OpenEXR's lines the same way."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import sys
@@ -27,7 +29,8 @@ _CV_MAX_PIXELS: Final = 1 << 30  # OpenCV's own decoder limit (CV_IO_MAX_IMAGE_P
 # never reach the terminal: a decode that produced an error line is a corrupt file.
 _DECODER_LINE: Final = re.compile(
     rb"^(\[ ?(WARN|ERROR|INFO|DEBUG)|libpng |Corrupt JPEG|Premature end of JPEG|Invalid JPEG|Invalid SOS|Bogus |"
-    rb"Huffman |Unsupported |Inconsistent progression|Warning: |JPEG|TIFF)"
+    rb"Huffman |Unsupported |Inconsistent progression|Warning: |JPEG|TIFF|"
+    rb"unknown file: |<python_buffer>)"  # LibRaw and OpenEXR reading from memory
 )
 _DECODER_ERROR: Final = re.compile(
     rb"(\[ERROR|libpng error|Corrupt JPEG data|Premature end of JPEG|Invalid |Bogus |Huffman )"
@@ -59,7 +62,7 @@ def imdecode(buf: Buffer, name: str, kind: str, pixels: int = 0) -> np.ndarray:
     says "Corrupt JPEG data" on stderr, naming no file). ``pixels`` is the header's count.
     """
     arr = np.frombuffer(buf, dtype=np.uint8)
-    with _captured_stderr() as lines:
+    with captured_stderr() as lines:
         try:
             out = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED)
         except cv2.error:
@@ -98,7 +101,7 @@ def _decoder_reason(line: bytes) -> str:
 
 
 @contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[bytes]]:
+def captured_stderr() -> Iterator[list[bytes]]:
     """Collect what C code writes on file descriptor 2 meanwhile; yields the list of lines.
 
     Decoder lines (see ``_DECODER_LINE``) are kept in the list and not shown; anything else
@@ -131,6 +134,22 @@ def _captured_stderr() -> Iterator[list[bytes]]:
                             os.write(2, b"".join(other))
         finally:
             os.close(saved)
+
+
+@contextlib.contextmanager
+def captured_python_stdout() -> Iterator[list[str]]:
+    """Collect the lines a binding prints on ``sys.stdout`` meanwhile (OpenEXR's reports a bad
+    chunk there with ``print``, which would land in ``--json`` records or an image on stdout).
+    Lines starting "Warning: " are kept in the yielded list; anything else is passed on after."""
+    lines: list[str] = []
+    held = io.StringIO()
+    with contextlib.redirect_stdout(held):
+        yield lines
+    other: list[str] = []
+    for line in held.getvalue().splitlines(keepends=True):
+        (lines if line.startswith("Warning: ") else other).append(line)
+    if other:
+        sys.stdout.write("".join(other))
 
 
 def one_line(exc: BaseException) -> str:

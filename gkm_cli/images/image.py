@@ -56,6 +56,8 @@ class Carry:
     tiff_tags: tuple[TiffTag, ...] = ()
     tiff_byteorder: str = "<"
     tiff_compression: str | None = None  # "zlib" or None (uncompressed)
+    lossless: bool = False  # WebP: the input was lossless (VP8L), so is the output
+    exr_header: tuple[tuple[str, object], ...] = ()  # EXR: descriptive header attributes
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +67,9 @@ class Image:
     ``pixels`` is H x W x C (C = 1 gray or 3 RGB, RGB order); ``alpha`` is H x W float32 in
     [0, 1] or None and is never deblurred; ``dtype`` is the sample type of the source file;
     ``exif`` is a TIFF-structured EXIF blob (starts with ``II*`` or ``MM*``).
-    Float TIFF input keeps its values unclipped (they may exceed 1).
+    Float TIFF input keeps its values unclipped (they may exceed 1). ``linear``: for a file
+    that stores linear light (EXR, ``--raw-linear`` RAW), its samples as float32 H x W x C;
+    ``pixels`` then holds them sRGB-encoded, as the network expects (images/colour.py).
     """
 
     pixels: np.ndarray
@@ -78,6 +82,7 @@ class Image:
     path: Path | None = None
     alpha_premultiplied: bool = False
     carry: Carry = field(default_factory=Carry)
+    linear: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         px = self.pixels

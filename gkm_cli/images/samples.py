@@ -44,14 +44,21 @@ def to_float(native: np.ndarray, bgr: bool, gray_source: bool, name: str) -> tup
 
 
 def output_dtype(src: np.dtype, fmt: str, bit_depth: int | None) -> np.dtype:
-    """Sample type written: the source's where the format allows, else the closest one."""
+    """Sample type written: the source's where the format allows, else the closest one.
+    (EXR 16 = half float; HEIF 16 = 16-bit samples written as the file's 10 bits.)"""
     if bit_depth is not None:
         if bit_depth not in BIT_DEPTHS[fmt]:
             allowed = "/".join(str(b) for b in BIT_DEPTHS[fmt])
             raise UsageError(f"{fmt.upper()} cannot store {bit_depth}-bit samples (allowed: {allowed})")
+        if fmt == "exr":
+            return np.dtype(np.float16 if bit_depth == 16 else np.float32)
         return np.dtype({8: np.uint8, 16: np.uint16, 32: np.float32}[bit_depth])
-    if fmt == "jpeg":
+    if fmt in ("jpeg", "webp", "avif"):
         return np.dtype(np.uint8)
+    if fmt == "exr":
+        return src if src.kind == "f" else np.dtype(np.float32)
+    if fmt == "heif":
+        return np.dtype(np.uint8 if src == np.uint8 else np.uint16)
     if src.kind == "f":
         return src if fmt == "tiff" else np.dtype(np.uint16)
     return src
