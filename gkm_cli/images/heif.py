@@ -20,6 +20,7 @@ from gkm_cli.errors import ImageReadError, ImageWriteError
 from gkm_cli.images import plugins
 from gkm_cli.images.decoding import check_size, one_line
 from gkm_cli.images.image import Buffer, Image, MetadataWarning
+from gkm_cli.images.metadata import embed_options
 from gkm_cli.images.samples import to_native
 
 _EXIF_PREFIX: Final = b"Exif\x00\x00"
@@ -106,12 +107,7 @@ def encode_heif(
     extra: dict[str, object] = {"quality": quality}
     if quality >= 90:
         extra["chroma"] = 444
-    if icc is not None:
-        extra["icc_profile"] = icc
-    if img.exif is not None:
-        extra["exif"] = img.exif
-    if img.xmp is not None:
-        extra["xmp"] = img.xmp
+    extra.update(embed_options(icc, img.exif, img.xmp))
     out = io.BytesIO()
     try:
         file = heif.from_bytes(mode=mode, size=(width, height), data=np.ascontiguousarray(native).tobytes())

@@ -138,3 +138,10 @@ def _swap_tag(tag: TiffTag) -> TiffTag:
         return tag
     swapped = np.frombuffer(tag.data, dtype=f"u{unit}").byteswap().tobytes()
     return dataclasses.replace(tag, data=swapped)
+
+
+def embed_options(icc: bytes | None, exif: bytes | None, xmp: bytes | None) -> dict[str, bytes]:
+    """The ``icc_profile`` / ``exif`` / ``xmp`` save options of Pillow-style encoders (Pillow's
+    WebP/AVIF, pillow-heif): the blocks the image carries, none for what it lacks."""
+    blocks = {"icc_profile": icc, "exif": exif, "xmp": xmp}
+    return {k: v for k, v in blocks.items() if v is not None}

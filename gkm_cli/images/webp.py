@@ -19,6 +19,7 @@ from gkm_cli.errors import ImageReadError, ImageWriteError
 from gkm_cli.images import plugins
 from gkm_cli.images.decoding import check_size, one_line
 from gkm_cli.images.image import Buffer, Carry, Image, MetadataWarning
+from gkm_cli.images.metadata import embed_options
 from gkm_cli.images.samples import to_float, to_native
 
 _EXIF_PREFIX: Final = b"Exif\x00\x00"
@@ -113,12 +114,7 @@ def encode_pillow(
     options: dict[str, object] = {"quality": quality}
     if fmt == "webp" and img.format == "webp" and img.carry.lossless:
         options = {"lossless": True, "quality": 100, "method": 4, "exact": True}
-    if icc is not None:
-        options["icc_profile"] = icc
-    if img.exif is not None:
-        options["exif"] = img.exif
-    if img.xmp is not None:
-        options["xmp"] = img.xmp
+    options.update(embed_options(icc, img.exif, img.xmp))
     out = io.BytesIO()
     try:
         pil.fromarray(native).save(out, fmt.upper(), **options)  # type: ignore[attr-defined]

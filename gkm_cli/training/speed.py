@@ -22,6 +22,7 @@ import torch
 from gkm_cli.nets import TINY_OVERRIDES, create_model
 from gkm_cli.runtime import autocast, host_info, resolve_device
 from gkm_cli.training.config import LossConfig, ema_decay_at
+from gkm_cli.training.loop import ema_update
 from gkm_cli.training.losses import RECIPES, loss_terms, recipe_for
 from gkm_cli.training.precision import training_autocast_dtype
 
@@ -120,11 +121,7 @@ class _Stepper:
         t2 = self._sync()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
-        with torch.no_grad():
-            decay = ema_decay_at(self.n, 0.999)
-            for e, m in zip(self.ema.state_dict().values(), self.model.state_dict().values()):
-                if e.is_floating_point():
-                    e.mul_(decay).add_(m, alpha=1 - decay)
+        ema_update(self.ema, self.model, ema_decay_at(self.n, 0.999))
         t3 = self._sync()
         self.n += 1
         return t1 - t0, t2 - t1, t3 - t2
